@@ -1,0 +1,316 @@
+"""Configuration: plain dataclasses, presets, and dict round trips.
+
+Every default is the paper's (or, where the paper is silent or differs, the released code's) and its
+comment names the source: "Sec." and "App." are sections of the paper, "Tab."/"Fig." its tables and
+figures, "ref" is ``shared/reference/ino_reference.md`` (what the released code does).
+
+Override a field with ``dataclasses.replace`` (``replace(cfg, loss=replace(cfg.loss, teacher_temp=0.02))``)
+or with :func:`override` and dotted keys (``override(cfg, {"loss.teacher_temp": 0.02})``), which is what
+the command line uses. ``to_dict``/``from_dict`` turn a config into plain Python types, for checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+# ImageNet statistics used by the released training augmentation (ref §4, augs.py:148).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ModelConfig:
+    """The ViT backbone and the projection head (one shared head for class and patch tokens)."""
+
+    patch_size: int = 8  # ViT-S/8, Sec. 4.1
+    embed_dim: int = 384  # ViT-S, Sec. 4.1 and ref §1
+    depth: int = 12  # ViT-S: 12 blocks, Sec. 4.1
+    num_heads: int = 6  # ViT-S, ref §1
+    mlp_ratio: float = 4.0  # ViT default, ref §1 (DINO vit_small)
+    qkv_bias: bool = True  # ref §1 (DINO vit_small)
+    drop_path_rate: float = 0.1  # student only, the teacher uses 0; ref §1 (main_VOS.py)
+    pos_embed_size: int = 64  # position table initialised for 64x64 inputs (8x8 at patch 8), App. B.1.2
+    pos_embed_resize: str = "released"  # "released" (DINO scale_factor+0.1 form, ref §2) or "timm"
+    head_out_dim: int = 4096  # k, App. A.1 and App. B.1.5
+    head_hidden_dim: int = 2048  # DINO head, App. A.1 ("same as [4]")
+    head_bottleneck_dim: int = 256  # DINO head, App. A.1 ("same as [4]")
+    head_num_layers: int = 3  # N_l, App. A.1 and App. B.1.4
+    norm_last_layer: bool = True  # weight-norm gain fixed to 1, ref §1 (student and teacher)
+    feature_block: int = 7  # block whose output is used for label propagation (1-based), Sec. 4.1
+
+
+@dataclass
+class CropConfig:
+    """Video clips and per-frame multi-crop augmentation."""
+
+    clip_len: int = 4  # L frames per clip, Sec. 4.1 and Fig. 5
+    fps: float = 8.0  # "frameskip 8" = frames resampled to 8 fps, App. A.1 and ref §4
+    clips_per_video: int = 5  # random clips per video per epoch, ref §4 (RandomClipSampler)
+    global_size: int = 224  # global crop side, Sec. 4.1
+    global_scale: tuple[float, float] = (0.8, 0.95)  # (s, 0.95) with s=0.8, Sec. 4.4 and ref §4
+    num_local: int = 8  # M local crops per frame, Sec. 4.1 and Fig. 5
+    local_size: int = 64  # local crop side, Sec. 4.1
+    local_scale: tuple[float, float] = (0.05, 0.8)  # (0.05, s) with s=0.8, Sec. 4.4 and ref §4
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # RandomResizedCrop aspect range, ref §4 (augs.py)
+    global_flip_jitter: bool = False  # flip and colour jitter on global crops: off, Tab. 5 and App. A.1
+    local_flip_jitter: bool = True  # flip and colour jitter on local crops: on, Tab. 5 and App. A.1
+    flip_p: float = 0.5  # horizontal flip probability, ref §4 (augs.py)
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)  # ColorJitter b,c,s,h, ref §4
+    jitter_p: float = 0.8  # colour jitter probability, ref §4
+    grayscale_p: float = 0.2  # local crops only, ref §4 (not in the paper)
+    blur_p: float = 0.5  # Gaussian blur on local crops, ref §4 (not in the paper)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # ref §4
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # ref §4
+    std: tuple[float, float, float] = IMAGENET_STD  # ref §4
+
+
+@dataclass
+class MaskConfig:
+    """Patch masking of the student's global crops (in-generative learning)."""
+
+    mode: str = "random"  # "random" (released code, ref §3.4) or "block" (paper's blockwise, Sec. 3.3)
+    prob: float = 0.5  # masking is used in a step with this probability, Sec. 4.1
+    ratio: tuple[float, float] = (0.1, 0.5)  # r ~ U(r_l, r_h), Sec. 4.1 and App. B.1.1
+    block_min_patches: int = 4  # smallest block (BEiT/iBOT default), used when mode="block"
+    block_aspect: float = 0.3  # block aspect ratio range (a, 1/a) (BEiT/iBOT default)
+
+
+@dataclass
+class LossConfig:
+    """The four generative losses, their temperatures, the center and the ablation switches."""
+
+    student_temp: float = 0.1  # tau_s for class and patch distributions, Sec. 4.1
+    teacher_temp: float = 0.04  # tau_t, Sec. 4.1 and Fig. 5 (constant in the released code, ref §3.5)
+    aff_student_temp: float = 0.1  # tau_s of the affinity loss, Sec. 4.4
+    aff_teacher_temp: float = 0.04  # tau_t of the affinity loss, Sec. 4.4 and Fig. 5
+    center_momentum: float = 0.9  # ref §3.5 (losses.py:13)
+    g2g: bool = True  # L_out_g2g on/off, Tab. 4
+    l2g: bool = True  # L_out_l2g on/off, Tab. 4
+    mim: bool = True  # L_in_mim on/off, Tab. 4
+    aff: bool = True  # L_in_aff on/off, Tab. 4
+    out_weighting: str = "reference"  # "reference" (one average over g2g+l2g terms, ref §3.1) or "paper" (Eq. 1 + Eq. 2)
+    weight_out: float = 1.0  # weight of L_out, Eq. 6 and ref §3.6
+    weight_mim: float = 1.0  # weight of L_in_mim, Eq. 6 and ref §3.6
+    weight_aff: float = 1.0  # weight of L_in_aff, Eq. 6 and ref §3.6
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation and schedules (used by training)."""
+
+    epochs: int = 25  # Sec. 4.1 (the released code effectively ran 24, ref §7)
+    batch_size_per_gpu: int = 4  # clips per GPU, App. A.1
+    base_lr: float = 0.003  # lr = base_lr * batch * L / 1024, App. A.1 (Charades)
+    min_lr: float = 1e-6  # ref §1 (train_charades.sh)
+    warmup_epochs: int = 5  # linear LR warmup, App. A.1 (Charades)
+    weight_decay: float = 0.04  # cosine 0.04 -> 0.4, App. A.1
+    weight_decay_end: float = 0.4  # App. A.1
+    momentum_teacher: float = 0.996  # EMA momentum, App. A.1 and App. B.1.3 (cosine to 1, ref §5)
+    clip_grad: float = 3.0  # per-parameter gradient-norm clipping, ref §5
+    freeze_last_layer: int = 1  # epochs with the head's last layer frozen, ref §1 (a no-op there, ref §7)
+    amp: str = "bf16"  # "bf16", "fp16" (released code forces fp16, ref §1) or "none"
+    num_workers: int = 8  # data loader workers per process (released used 24, ref §1)
+    seed: int = 0  # ref §7 (utils.fix_random_seeds(0))
+
+
+@dataclass
+class PropagationConfig:
+    """Label propagation for video object segmentation (DAVIS-2017 settings)."""
+
+    topk: int = 5  # N_k, App. A.2
+    num_context: int = 10  # N_c previous frames (plus the first frame), App. A.2
+    radius: int = 40  # N_r, square window in patch cells, App. A.2 and ref §6.1
+    temperature: float = 0.1  # softmax temperature over the top-k, ref §6.1 (labelprop/dino.py)
+    short_side: int = 480  # frames resized to a 480 short side, ref §6.1 (infer_vos.sh)
+    round_to: int = 8  # long side floored to a multiple of this, ref §6.1
+    feature_block: int = 7  # 7th block through the final norm, Sec. 4.1 and ref §2
+    checkpoint_key: str = "student"  # network taken from a checkpoint, ref §2 (infer_vos.py:367)
+
+
+@dataclass
+class INOConfig:
+    """Everything a run needs. ``name`` is the preset it came from."""
+
+    name: str = "charades"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    crops: CropConfig = field(default_factory=CropConfig)
+    masking: MaskConfig = field(default_factory=MaskConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    propagation: PropagationConfig = field(default_factory=PropagationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of Python types (tuples become lists), safe for ``torch.save``/JSON."""
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "INOConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
+        return from_dict(cls, d)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Presets
+
+
+def charades() -> INOConfig:
+    """The paper's Charades run: ViT-S/8, 4 GPUs x 4 clips, 25 epochs (Sec. 4.1, App. A.1)."""
+    return INOConfig(name="charades")
+
+
+def kinetics() -> INOConfig:
+    """The paper's Kinetics-400 run: 8 GPUs x 4 clips, lr 0.0003 base, 2 warmup epochs (App. A.1)."""
+    return INOConfig(
+        name="kinetics",
+        optim=OptimConfig(base_lr=0.0003, warmup_epochs=2),  # App. A.1
+    )
+
+
+def tiny() -> INOConfig:
+    """A few-million-parameter ViT at patch 8 that trains on a CPU in minutes (course and demo)."""
+    return INOConfig(
+        name="tiny",
+        model=ModelConfig(
+            embed_dim=192, depth=6, num_heads=3, drop_path_rate=0.0,
+            head_out_dim=1024, head_hidden_dim=512, head_bottleneck_dim=128,
+        ),
+        crops=CropConfig(global_size=96, local_size=32, num_local=4),
+        optim=OptimConfig(epochs=10, batch_size_per_gpu=4, warmup_epochs=1, amp="none", num_workers=2),
+    )
+
+
+def smoke() -> INOConfig:
+    """Seconds on a CPU: exercises every code path of the full configuration with tiny sizes."""
+    return INOConfig(
+        name="smoke",
+        model=ModelConfig(
+            embed_dim=48, depth=2, num_heads=3, drop_path_rate=0.0,
+            head_out_dim=128, head_hidden_dim=64, head_bottleneck_dim=32, feature_block=2,
+        ),
+        crops=CropConfig(global_size=64, local_size=32, num_local=2),
+        optim=OptimConfig(epochs=1, batch_size_per_gpu=2, warmup_epochs=0, amp="none", num_workers=0),
+        propagation=PropagationConfig(feature_block=2, short_side=96, radius=6),
+    )
+
+
+PRESETS = {"smoke": smoke, "tiny": tiny, "charades": charades, "kinetics": kinetics}
+
+
+def get_preset(name: str) -> INOConfig:
+    """Return a fresh config for preset ``name`` (one of ``PRESETS``)."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def smoke_mode() -> bool:
+    """True when ``INOLIB_SMOKE`` is set to a true value (tests and CI set it to 1)."""
+    return os.environ.get("INOLIB_SMOKE", "0").strip().lower() not in ("", "0", "false", "no")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Dict round trip and dotted overrides
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested dataclass -> dict of plain Python types (tuples become lists)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            v = to_dict(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        out[f.name] = v
+    return out
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """Convert ``value`` to the annotated type ``tp`` (bool, int, float, str, or a tuple of them)."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+        value = list(value)
+        if len(value) != len(args):
+            raise ValueError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, where) for a, v in zip(args, value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        s = str(value).strip().lower()
+        if s in ("1", "true", "yes", "on"):
+            return True
+        if s in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{where}: expected a boolean, got {value!r}")
+    if tp in (int, float, str):
+        try:
+            if tp is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return tp(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+    return value
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_dict(cls: type, d: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from a (possibly partial) nested dict; missing keys keep defaults."""
+    if not isinstance(d, dict):
+        raise ValueError(f"config {where or cls.__name__}: expected a dict, got {type(d).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"config {where or cls.__name__}: unknown keys {unknown}")
+    types = _field_types(cls)
+    kwargs = {}
+    for name, value in d.items():
+        tp = types[name]
+        key = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value, key)
+        else:
+            kwargs[name] = _coerce(tp, value, key)
+    return cls(**kwargs)
+
+
+def override(cfg: INOConfig, overrides: dict[str, Any]) -> INOConfig:
+    """Return a copy of ``cfg`` with dotted keys replaced, e.g. ``{"loss.teacher_temp": "0.02"}``.
+
+    Values may be strings (as from the command line); they are converted to the field's type.
+    """
+    d = to_dict(cfg)
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = d
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise ValueError(f"unknown config key {key!r}")
+            node = node[p]
+        if parts[-1] not in node or isinstance(node[parts[-1]], dict):
+            raise ValueError(f"unknown config key {key!r}")
+        node[parts[-1]] = value
+    return from_dict(INOConfig, d)
+
+
+def iter_fields(cls: type = INOConfig, prefix: str = ""):
+    """Yield ``(dotted_name, type, default)`` for every leaf field (the CLI builds its flags from this)."""
+    types = _field_types(cls)
+    default = cls()
+    for f in dataclasses.fields(cls):
+        tp = types[f.name]
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            yield from iter_fields(tp, name + ".")
+        else:
+            yield name, tp, getattr(default, f.name)

@@ -1,0 +1,225 @@
+r"""The four generative losses of INO (Sec. 3.2-3.4) and their sum.
+
+Notation (all logits are post-head and pre-softmax):
+    B clips, T = L frames per clip, M local crops per frame, N patches per global crop, K = head out_dim.
+    Teacher targets are ``softmax((t - center) / teacher_temp)`` (stop-gradient); student predictions
+    are ``log_softmax(s / student_temp)``. ``center`` is (1, K) and is never updated here (see
+    :class:`inolib.center.Center`). Losses are computed in at least float32, also under autocast.
+
+    out g2g  (Eq. 1)  frame pairs (n, T/2 + n): teacher of one frame -> student of the other
+    out l2g  (Eq. 2)  per pair, both frames' teacher globals -> all 2M local crops of the pair
+    in mim   (Eq. 3)  teacher (unmasked input) -> student (mask tokens) at masked patches
+    in aff   (Eq. 4-5) affinity of consecutive frames' masked patches, teacher -> student
+
+Where the released code differs from the paper's equations these functions follow the code
+(ref §3, §7): means instead of sums, and, in :class:`INOLoss` with ``out_weighting="reference"``, one
+average over all g2g and l2g terms of a pair.
+
+Every masked loss takes its mask as bool (B, T, N). The patch tensors may be the full layout
+(B, T, N, K) or the compact layout of :func:`inolib.masking.masked_positions` (B, T, P, K) with its
+``valid`` mask: both give the same value.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .center import Center
+from .config import LossConfig
+
+# Fill value for affinity logits of unmasked columns: exp(_NEG - max) is exactly 0 in float32.
+_NEG = -1e9
+
+
+def _atleast_f32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def teacher_probs(teacher: torch.Tensor, center: torch.Tensor, teacher_temp: float) -> torch.Tensor:
+    """Centered, sharpened, detached teacher distribution: softmax((t - center) / teacher_temp)."""
+    t = _atleast_f32(teacher.detach())
+    return F.softmax((t - center.to(t.dtype)) / teacher_temp, dim=-1)
+
+
+def student_log_probs(student: torch.Tensor, student_temp: float) -> torch.Tensor:
+    """log_softmax(s / student_temp)."""
+    return F.log_softmax(_atleast_f32(student) / student_temp, dim=-1)
+
+
+def _check_pairs(T: int) -> int:
+    if T < 2 or T % 2:
+        raise ValueError(f"frame pairs (n, T/2 + n) need an even number of frames >= 2, got T={T}")
+    return T // 2
+
+
+def g2g_loss(student_global: torch.Tensor, teacher_global: torch.Tensor, center: torch.Tensor,
+             student_temp: float, teacher_temp: float) -> torch.Tensor:
+    """L_out_g2g (Eq. 1), global-to-global over frame pairs.
+
+    Args:
+        student_global, teacher_global: (B, T, K) class logits of the global crops, T even.
+        center: (1, K) class center.
+    Frames are split into halves and zipped into pairs (n, T/2 + n); each pair gives two cross terms
+    (teacher of frame n -> student of frame T/2 + n, and the reverse). Each term is the cross-entropy
+    averaged over clips; the result is the mean over all T terms. Returns a scalar.
+    """
+    if student_global.shape != teacher_global.shape or student_global.dim() != 3:
+        raise ValueError(f"g2g_loss: student {tuple(student_global.shape)} and teacher "
+                         f"{tuple(teacher_global.shape)} must both be (B, T, K)")
+    h = _check_pairs(student_global.shape[1])
+    q = teacher_probs(teacher_global, center, teacher_temp)  # (B, T, K)
+    logp = student_log_probs(student_global, student_temp)  # (B, T, K)
+    logp_partner = torch.cat([logp[:, h:], logp[:, :h]], dim=1)  # frame n <-> frame n + T/2
+    return -(q * logp_partner).sum(-1).mean()
+
+
+def l2g_loss(student_local: torch.Tensor, teacher_global: torch.Tensor, center: torch.Tensor,
+             student_temp: float, teacher_temp: float) -> torch.Tensor:
+    """L_out_l2g (Eq. 2), local-to-global over frame pairs.
+
+    Args:
+        student_local: (B, T, M, K) class logits of the local crops.
+        teacher_global: (B, T, K) class logits of the global crops, T even.
+        center: (1, K) class center.
+    For each pair (n, T/2 + n), both frames' teacher globals are targets for all 2M local crops of
+    the pair (4M terms per pair). Each term is averaged over clips; the result is the mean over all
+    terms. Returns a scalar.
+    """
+    if student_local.dim() != 4 or teacher_global.dim() != 3 or \
+            student_local.shape[:2] != teacher_global.shape[:2] or student_local.shape[-1] != teacher_global.shape[-1]:
+        raise ValueError(f"l2g_loss: student_local {tuple(student_local.shape)} must be (B, T, M, K) and "
+                         f"teacher_global {tuple(teacher_global.shape)} (B, T, K)")
+    B, T, M, K = student_local.shape
+    h = _check_pairs(T)
+    q = teacher_probs(teacher_global, center, teacher_temp).reshape(B, 2, h, K).transpose(1, 2)  # (B, h, 2, K)
+    logp = student_log_probs(student_local, student_temp).reshape(B, 2, h, M, K).transpose(1, 2)
+    logp = logp.reshape(B, h, 2 * M, K)  # the 2M local crops of each pair
+    return -torch.einsum("bpik,bpjk->bpij", q, logp).mean()
+
+
+def _check_patches(name: str, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> None:
+    if student.shape != teacher.shape or student.dim() != 4 or mask.shape != student.shape[:3] \
+            or mask.dtype != torch.bool:
+        raise ValueError(f"{name}: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} must be "
+                         f"(B, T, N, K) and mask {tuple(mask.shape)} bool (B, T, N)")
+
+
+def mim_loss(student_patches: torch.Tensor, teacher_patches: torch.Tensor, mask: torch.Tensor,
+             center: torch.Tensor, student_temp: float, teacher_temp: float) -> torch.Tensor:
+    """L_in_mim (Eq. 3), masked patch modelling.
+
+    Args:
+        student_patches: (B, T, N, K) patch logits of the masked global crops.
+        teacher_patches: (B, T, N, K) patch logits of the same crops, unmasked.
+        mask: bool (B, T, N), True at masked patches.
+        center: (1, K) patch center.
+    Cross-entropy at masked positions; for each frame index t the mean over its masked tokens of all
+    clips (as the released per-frame loop), then the mean over the frame indices that have masked
+    tokens. Exactly 0, with zero gradients, when nothing is masked. Returns a scalar.
+    """
+    _check_patches("mim_loss", student_patches, teacher_patches, mask)
+    q = teacher_probs(teacher_patches, center, teacher_temp)
+    logp = student_log_probs(student_patches, student_temp)
+    ce = -(q * logp).sum(-1)  # (B, T, N)
+    w = mask.to(ce.dtype)
+    count = w.sum(dim=(0, 2))  # (T,)
+    per_frame = (ce * w).sum(dim=(0, 2)) / count.clamp(min=1)
+    has = (count > 0).to(ce.dtype)
+    return (per_frame * has).sum() / has.sum().clamp(min=1)
+
+
+def affinity(x: torch.Tensor) -> torch.Tensor:
+    """Cosine affinity of consecutive frames: (B, T, N, C) -> (B, T-1, N, N), A[b,t,i,j] = <x_t,i, x_t+1,j>."""
+    z = F.normalize(_atleast_f32(x), dim=-1)
+    return z[:, :-1] @ z[:, 1:].transpose(-1, -2)
+
+
+def aff_loss(student_patches: torch.Tensor, teacher_patches: torch.Tensor, mask: torch.Tensor,
+             student_temp: float = 0.1, teacher_temp: float = 0.04) -> torch.Tensor:
+    """L_in_aff (Eq. 4-5), inter-frame affinity consistency.
+
+    Args:
+        student_patches, teacher_patches: (B, T, N, K) patch logits (no centering is applied).
+        mask: bool (B, T, N); the masked positions, the same in every frame of a clip.
+    At the masked positions the logits are L2-normalised and the affinity between consecutive frames
+    (t, t+1) is formed (rows: frame t, columns: frame t+1). Cross-entropy of softmax(A_teacher /
+    teacher_temp) against log_softmax(A_student / student_temp) over each row, mean over rows, then
+    over frame pairs, then over clips that have masked tokens. Exactly 0 when nothing is masked.
+    Returns a scalar.
+    """
+    _check_patches("aff_loss", student_patches, teacher_patches, mask)
+    if student_patches.shape[1] < 2:
+        raise ValueError(f"aff_loss needs at least 2 frames, got T={student_patches.shape[1]}")
+    a_s = affinity(student_patches) / student_temp  # (B, T-1, N, N)
+    a_t = affinity(teacher_patches.detach()) / teacher_temp
+    cols = ~mask[:, 1:, None, :]  # unmasked columns of frame t+1
+    log_p_s = F.log_softmax(a_s.masked_fill(cols, _NEG), dim=-1)
+    p_t = F.softmax(a_t.masked_fill(cols, _NEG), dim=-1)
+    ce = -(p_t * log_p_s).sum(-1)  # (B, T-1, N) one value per row
+    rows = mask[:, :-1].to(ce.dtype)
+    n_rows = rows.sum(-1)  # (B, T-1)
+    per_pair = (ce * rows).sum(-1) / n_rows.clamp(min=1)
+    pair_ok = (n_rows > 0).to(ce.dtype)
+    per_clip = (per_pair * pair_ok).sum(-1) / pair_ok.sum(-1).clamp(min=1)  # (B,)
+    clip_ok = (pair_ok.sum(-1) > 0).to(ce.dtype)
+    return (per_clip * clip_ok).sum() / clip_ok.sum().clamp(min=1)
+
+
+class INOLoss(nn.Module):
+    """L_INO (Eq. 6): the four terms from a :class:`LossConfig`, with the class/patch centers.
+
+    ``forward(student, teacher)`` takes the dicts returned by :class:`inolib.model.INONetwork`
+    (student: global, local and masked patch logits; teacher: global and patch logits at the same
+    positions), returns ``{"loss", "out", "g2g", "l2g", "mim", "aff"}`` (scalars; a switched-off term
+    is reported as 0) and then updates the centers from the teacher outputs.
+
+    ``out_weighting``:
+        ``"reference"`` (default; the released code, which produced the paper's numbers): g2g and l2g
+        are one average over all terms of a frame pair, so out = (2 g2g + 4M l2g) / (2 + 4M) and g2g
+        carries 2/(2+4M) of the weight (2/34 for M = 8).
+        ``"paper"``: out = g2g + l2g (Eq. 1 plus Eq. 2, each its own mean).
+    """
+
+    def __init__(self, cfg: LossConfig, out_dim: int):
+        super().__init__()
+        if cfg.out_weighting not in ("reference", "paper"):
+            raise ValueError(f"out_weighting must be 'reference' or 'paper', got {cfg.out_weighting!r}")
+        self.cfg = cfg
+        self.center = Center(out_dim, cfg.center_momentum)
+
+    def forward(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
+                update_center: bool = True, teacher_temp: float | None = None) -> dict[str, torch.Tensor]:
+        c = self.cfg
+        tt = c.teacher_temp if teacher_temp is None else teacher_temp
+        s_cls, t_cls = student["cls_global"], teacher["cls_global"]
+        zero = s_cls.new_zeros((), dtype=torch.float32)
+        terms = dict(g2g=zero, l2g=zero, mim=zero, aff=zero)
+        if c.g2g:
+            terms["g2g"] = g2g_loss(s_cls, t_cls, self.center.cls, c.student_temp, tt)
+        s_loc = student.get("cls_local")
+        has_local = s_loc is not None and s_loc.shape[2] > 0
+        if c.l2g and has_local:
+            terms["l2g"] = l2g_loss(s_loc, t_cls, self.center.cls, c.student_temp, tt)
+        s_patch, t_patch = student.get("patch"), teacher.get("patch")
+        mask = student.get("patch_mask")
+        has_patch = s_patch is not None and s_patch.shape[2] > 0
+        if has_patch and t_patch is None:
+            raise ValueError("the student has masked patch logits but the teacher has none: "
+                             "run the teacher with the same mask (apply_mask=False)")
+        if c.mim and has_patch:
+            terms["mim"] = mim_loss(s_patch, t_patch, mask, self.center.patch, c.student_temp, tt)
+        if c.aff and has_patch:
+            terms["aff"] = aff_loss(s_patch, t_patch, mask, c.aff_student_temp, c.aff_teacher_temp)
+
+        if c.out_weighting == "reference":
+            w_g = 2.0 if c.g2g else 0.0  # per pair: 2 g2g terms ...
+            w_l = 4.0 * s_loc.shape[2] if (c.l2g and has_local) else 0.0  # ... and 4M l2g terms
+            out = (w_g * terms["g2g"] + w_l * terms["l2g"]) / (w_g + w_l) if w_g + w_l > 0 else zero
+        else:
+            out = terms["g2g"] + terms["l2g"]
+        total = c.weight_out * out + c.weight_mim * terms["mim"] + c.weight_aff * terms["aff"]
+        if update_center:
+            self.center.update(t_cls, t_patch if has_patch else None, mask if has_patch else None)
+        return {"loss": total, "out": out, **terms}

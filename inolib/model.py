@@ -34,20 +34,22 @@ ARCHS = {
 RESIZE_MODES = ("released", "timm")
 
 
-def resize_pos_grid(grid: torch.Tensor, size: tuple[int, int], mode: str = "released") -> torch.Tensor:
+def resize_pos_grid(grid: torch.Tensor, size: tuple[int, int], mode: str = "released",
+                    offset: float = 0.1) -> torch.Tensor:
     """Resize a position table laid out as a patch grid.
 
     Args:
         grid: (1, D, g_h, g_w) position embeddings of the patch tokens (class token excluded).
         size: (h, w) target grid in patches.
         mode: ``"released"`` reproduces DINO/INO's ``interpolate_pos_encoding`` bit for bit: bicubic
-            ``F.interpolate`` with ``scale_factor=((h + 0.1) / g_h, (w + 0.1) / g_w)`` and
+            ``F.interpolate`` with ``scale_factor=((h + offset) / g_h, (w + offset) / g_w)`` and
             ``align_corners=False``. Because a scale factor (not the size ratio) maps output to input
             coordinates, it differs from a ``size=`` resize by 1-3 % (ref §2). For some sizes the float
             scale factor floors to a grid one cell short (dino issue 8); then this falls back to an
             explicit ``size=(h, w)`` bicubic resize. ``"timm"`` uses timm's ``resample_abs_pos_embed``:
             ``size=`` with ``antialias=True``, whose bicubic kernel (a = -0.5, PIL style) differs from
             the plain one (a = -0.75); it is what timm's ``dynamic_img_size`` does.
+        offset: the released form's ``+0.1`` (DINO's guard against float rounding); 0 shows dino issue 8.
 
     Returns:
         (1, D, h, w) in float32.
@@ -63,18 +65,19 @@ def resize_pos_grid(grid: torch.Tensor, size: tuple[int, int], mode: str = "rele
         flat = grid.flatten(2).transpose(1, 2)  # (1, g_h*g_w, D)
         out = resample_abs_pos_embed(flat, new_size=(h, w), old_size=(g_h, g_w), num_prefix_tokens=0)
         return out.transpose(1, 2).reshape(1, -1, h, w)
-    out = F.interpolate(grid, scale_factor=((h + 0.1) / g_h, (w + 0.1) / g_w), mode="bicubic",
+    out = F.interpolate(grid, scale_factor=((h + offset) / g_h, (w + offset) / g_w), mode="bicubic",
                         align_corners=False)
     if out.shape[-2:] != (h, w):  # the scale-factor form came out one cell short: use the exact size
         out = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
     return out
 
 
-def released_resize_is_exact(grid_size: tuple[int, int], size: tuple[int, int]) -> bool:
-    """True when the released ``scale_factor`` resize lands exactly on ``size`` (no fallback needed)."""
-    g_h, g_w = grid_size
-    h, w = size
-    return (math.floor(g_h * ((h + 0.1) / g_h)) == h) and (math.floor(g_w * ((w + 0.1) / g_w)) == w)
+def released_resize_is_exact(grid_size: tuple[int, int], size: tuple[int, int], offset: float = 0.1) -> bool:
+    """True when the released ``scale_factor`` resize lands exactly on ``size`` (no fallback needed).
+
+    Mirrors ``F.interpolate``'s output size, ``floor(in * scale_factor)`` in double precision.
+    """
+    return all(math.floor(g * ((s + offset) / g)) == s for g, s in zip(grid_size, size))
 
 
 class INOViT(VisionTransformer):

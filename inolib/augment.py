@@ -1,0 +1,72 @@
+"""Per-frame multi-crop augmentation (Sec. 3.2, App. A.1, Tab. 5; released augs.py, ref §4).
+
+Each frame of a clip gets its own crops, independently (the released code): one global crop
+(224x224, scale (0.8, 0.95), bicubic, no flip or colour jitter by default) and M local crops (64x64,
+scale (0.05, 0.8), bicubic, flip, colour jitter, grayscale, Gaussian blur). Everything works on uint8
+tensors with ``torchvision.transforms.v2`` (no PIL round trip) and ends with ImageNet normalisation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2
+
+from .config import CropConfig
+
+
+def _photometric(cfg: CropConfig) -> list:
+    return [
+        v2.RandomHorizontalFlip(p=cfg.flip_p),
+        v2.RandomApply([v2.ColorJitter(*cfg.jitter)], p=cfg.jitter_p),
+    ]
+
+
+def _finish(cfg: CropConfig) -> list:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(cfg.mean), std=list(cfg.std))]
+
+
+def global_transform(cfg: CropConfig) -> v2.Compose:
+    """uint8 (3, H, W) -> float (3, global_size, global_size)."""
+    ops = [v2.RandomResizedCrop(cfg.global_size, scale=cfg.global_scale, ratio=cfg.ratio,
+                                interpolation=InterpolationMode.BICUBIC, antialias=True)]
+    if cfg.global_flip_jitter:  # Tab. 5: off by default
+        ops += _photometric(cfg)
+    return v2.Compose(ops + _finish(cfg))
+
+
+def local_transform(cfg: CropConfig) -> v2.Compose:
+    """uint8 (3, H, W) -> float (3, local_size, local_size)."""
+    ops = [v2.RandomResizedCrop(cfg.local_size, scale=cfg.local_scale, ratio=cfg.ratio,
+                                interpolation=InterpolationMode.BICUBIC, antialias=True)]
+    if cfg.local_flip_jitter:  # Tab. 5: on by default
+        ops += _photometric(cfg)
+    kernel = 2 * math.ceil(3 * cfg.blur_sigma[1]) + 1  # covers +-3 sigma of the widest blur
+    ops += [
+        v2.RandomGrayscale(p=cfg.grayscale_p),
+        v2.RandomApply([v2.GaussianBlur(kernel, sigma=cfg.blur_sigma)], p=cfg.blur_p),
+    ]
+    return v2.Compose(ops + _finish(cfg))
+
+
+class MultiCrop:
+    """Callable: uint8 clip (T, 3, H, W) -> (globals (T, 3, Sg, Sg), locals (T, M, 3, Sl, Sl)).
+
+    Randomness comes from torch's global RNG (seed it, or seed each DataLoader worker).
+    """
+
+    def __init__(self, cfg: CropConfig):
+        self.cfg = cfg
+        self.global_tf = global_transform(cfg)
+        self.local_tf = local_transform(cfg)
+
+    def __call__(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if clip.dim() != 4 or clip.shape[1] != 3 or clip.dtype != torch.uint8:
+            raise ValueError(f"MultiCrop expects a uint8 clip (T, 3, H, W), got {clip.dtype} {tuple(clip.shape)}")
+        M = self.cfg.num_local
+        globals_ = torch.stack([self.global_tf(f) for f in clip])
+        locals_ = torch.stack([torch.stack([self.local_tf(f) for _ in range(M)]) for f in clip]) if M else \
+            clip.new_zeros((clip.shape[0], 0, 3, self.cfg.local_size, self.cfg.local_size), dtype=torch.float32)
+        return globals_, locals_

@@ -1,0 +1,117 @@
+"""The ``ino`` command line (also ``python -m inolib``).
+
+    ino info                       versions, devices, presets
+    ino config --preset tiny [--loss.teacher_temp 0.02 ...]    print a resolved config as JSON
+    ino demo [--preset tiny] [--device cpu] [--data data]       the tour on bundled real frames
+
+Every config field is a flag ``--<section>.<field>``; the flags are generated from the dataclasses in
+:mod:`inolib.config`, so the command line never drifts from the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from importlib import metadata
+
+from . import config as C
+
+
+def add_config_args(parser: argparse.ArgumentParser, default_preset: str) -> None:
+    """Add ``--preset`` and one ``--section.field`` flag per leaf field of :class:`INOConfig`."""
+    parser.add_argument("--preset", default=default_preset, choices=sorted(C.PRESETS),
+                        help=f"starting configuration (default {default_preset})")
+    group = parser.add_argument_group("config overrides (defaults shown are the charades preset's)")
+    for name, tp, default in C.iter_fields():
+        if name == "name":
+            continue
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        tname = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+        group.add_argument(f"--{name}", dest=f"cfg:{name}", default=None, metavar=tname.upper(),
+                           help=f"default {shown}")
+
+
+def config_from_args(args: argparse.Namespace) -> C.INOConfig:
+    """The preset named by ``--preset`` with every given ``--section.field`` applied."""
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
+    return C.override(C.get_preset(args.preset), overrides)
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from .model import build_backbone, build_head, count_parameters
+
+    print("inolib", _version("inolib"))
+    print(f"python {platform.python_version()} ({platform.machine()}, {platform.system()})")
+    for dist in ("torch", "torchvision", "timm", "numpy", "decord", "matplotlib", "ipywidgets", "jupyterlab"):
+        print(f"  {dist:<12} {_version(dist)}")
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            bf16 = "bf16" if torch.cuda.is_bf16_supported() else "no bf16"
+            print(f"device cuda:{i}: {p.name}, {p.total_memory / 2**30:.1f} GiB, {bf16}")
+    else:
+        print(f"device: cpu only ({torch.get_num_threads()} threads); GPU training needs CUDA")
+    print(f"smoke mode (INOLIB_SMOKE): {'on' if C.smoke_mode() else 'off'}")
+    print("presets:")
+    for name in C.PRESETS:
+        cfg = C.get_preset(name)
+        m, o = cfg.model, cfg.optim
+        params = count_parameters(build_backbone(m)) + count_parameters(build_head(m))
+        print(f"  {name:<9} ViT dim {m.embed_dim} x {m.depth} blocks, patch {m.patch_size}, head -> {m.head_out_dim}; "
+              f"{params / 1e6:.1f} M params; crops {cfg.crops.global_size}/{cfg.crops.local_size} x{cfg.crops.num_local}; "
+              f"{o.epochs} epochs, {o.batch_size_per_gpu} clips/GPU")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(json.dumps(config_from_args(args).to_dict(), indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(config_from_args(args), data_dir=args.data, device=args.device, seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ino", description="INO: In-N-Out generative learning for video segmentation")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("info", help="versions, devices and presets")
+    p.set_defaults(func=cmd_info)
+    p = sub.add_parser("config", help="print a resolved configuration as JSON")
+    add_config_args(p, "charades")
+    p.set_defaults(func=cmd_config)
+    p = sub.add_parser("demo", help="tour: model, masks and the four losses on real bundled frames")
+    add_config_args(p, "tiny")
+    p.add_argument("--data", default="data", help="folder with the bundled data (default data)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        print(f"ino {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

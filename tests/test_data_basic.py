@@ -1,0 +1,50 @@
+"""Reading real frames: 8 fps resampling, decord clips, JPEG folders, and clear errors."""
+
+import pytest
+import torch
+
+from inolib.augment import MultiCrop
+from inolib.config import CropConfig
+from inolib.data import read_clip, read_frame_folder, resample_indices
+
+ARM = "videos/kinetics400_mmaction2/demo_arm_wrestling.mp4"  # 280 frames at 28 fps, 340x256
+
+
+def test_resample_indices_follow_floor_rule():
+    idx = resample_indices(280, 28.0, 8.0)
+    assert len(idx) == 80
+    assert idx[:6].tolist() == [0, 3, 7, 10, 14, 17]  # floor(k * 28 / 8)
+    assert resample_indices(300, 30.0, 8.0)[:4].tolist() == [0, 3, 7, 11]
+    assert resample_indices(50, 10.0, 8.0).max() < 50
+    slow = resample_indices(10, 4.0, 8.0)  # slower than the target: frames repeat
+    assert slow[:4].tolist() == [0, 0, 1, 1]
+
+
+def test_read_clip_real_video(data_dir):
+    clip = read_clip(data_dir / ARM, num_frames=4, fps=8.0, start=2)
+    assert clip.shape == (4, 3, 256, 340) and clip.dtype == torch.uint8
+    first = read_clip(data_dir / ARM, num_frames=1, fps=28.0, start=7)  # native frame 7 = resampled 8 fps frame 2
+    assert torch.equal(first[0], clip[0])
+    with pytest.raises(ValueError, match="demo_arm_wrestling"):
+        read_clip(data_dir / ARM, num_frames=4, fps=8.0, start=78)
+
+
+def test_broken_and_missing_videos_name_the_file(tmp_path, data_dir):
+    bad = tmp_path / "truncated.mp4"
+    bad.write_bytes((data_dir / ARM).read_bytes()[:4000])
+    with pytest.raises(ValueError, match="truncated.mp4"):
+        read_clip(bad)
+    with pytest.raises(FileNotFoundError, match="nothere.mp4"):
+        read_clip(tmp_path / "nothere.mp4")
+
+
+def test_frame_folder_and_multicrop_shapes(data_dir):
+    frames = read_frame_folder(data_dir / "davis_sample/DAVIS/JPEGImages/480p/blackswan", num_frames=2)
+    assert frames.shape == (2, 3, 480, 854)
+    cfg = CropConfig(global_size=64, local_size=32, num_local=3)
+    torch.manual_seed(0)
+    g, l = MultiCrop(cfg)(frames)
+    assert g.shape == (2, 3, 64, 64) and l.shape == (2, 3, 3, 32, 32)
+    assert g.dtype == torch.float32 and -3 < g.mean() < 3
+    with pytest.raises(ValueError, match="uint8"):
+        MultiCrop(cfg)(frames.float())

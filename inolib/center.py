@@ -52,7 +52,8 @@ class Center(nn.Module):
         cls_cnt = cls_sum.new_tensor([cls_rows.shape[0]])
         if teacher_patches is not None and mask is not None:
             w = mask.to(teacher_patches.device, torch.float32)  # (B, T, N)
-            patch_sum = torch.einsum("btn,btnk->k", w, teacher_patches.float())
+            with torch.autocast(device_type=w.device.type, enabled=False):  # keep the sum in float32
+                patch_sum = torch.einsum("btn,btnk->k", w, teacher_patches.float())
             patch_cnt = w.sum().reshape(1)
         else:
             patch_sum = cls_sum.new_zeros(K)

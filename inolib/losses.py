@@ -37,6 +37,11 @@ def _atleast_f32(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 
+def _full_precision(x: torch.Tensor):
+    """Context that keeps matmuls on ``x``'s device out of autocast (they would run in bf16/fp16)."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 def teacher_probs(teacher: torch.Tensor, center: torch.Tensor, teacher_temp: float) -> torch.Tensor:
     """Centered, sharpened, detached teacher distribution: softmax((t - center) / teacher_temp)."""
     t = _atleast_f32(teacher.detach())
@@ -96,7 +101,8 @@ def l2g_loss(student_local: torch.Tensor, teacher_global: torch.Tensor, center: 
     q = teacher_probs(teacher_global, center, teacher_temp).reshape(B, 2, h, K).transpose(1, 2)  # (B, h, 2, K)
     logp = student_log_probs(student_local, student_temp).reshape(B, 2, h, M, K).transpose(1, 2)
     logp = logp.reshape(B, h, 2 * M, K)  # the 2M local crops of each pair
-    return -torch.einsum("bpik,bpjk->bpij", q, logp).mean()
+    with _full_precision(q):
+        return -torch.einsum("bpik,bpjk->bpij", q, logp).mean()
 
 
 def _check_patches(name: str, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> None:
@@ -133,7 +139,8 @@ def mim_loss(student_patches: torch.Tensor, teacher_patches: torch.Tensor, mask:
 def affinity(x: torch.Tensor) -> torch.Tensor:
     """Cosine affinity of consecutive frames: (B, T, N, C) -> (B, T-1, N, N), A[b,t,i,j] = <x_t,i, x_t+1,j>."""
     z = F.normalize(_atleast_f32(x), dim=-1)
-    return z[:, :-1] @ z[:, 1:].transpose(-1, -2)
+    with _full_precision(z):
+        return z[:, :-1] @ z[:, 1:].transpose(-1, -2)
 
 
 def aff_loss(student_patches: torch.Tensor, teacher_patches: torch.Tensor, mask: torch.Tensor,

@@ -127,8 +127,9 @@ def mim_loss(student_patches: torch.Tensor, teacher_patches: torch.Tensor, mask:
     """
     _check_patches("mim_loss", student_patches, teacher_patches, mask)
     q = teacher_probs(teacher_patches, center, teacher_temp)
-    logp = student_log_probs(student_patches, student_temp)
-    ce = -(q * logp).sum(-1)  # (B, T, N)
+    logits = _atleast_f32(student_patches) / student_temp
+    # fused soft-target cross-entropy: one pass, no (B, T, N, K) product tensor
+    ce = F.cross_entropy(logits.flatten(0, 2), q.flatten(0, 2), reduction="none").view(mask.shape)  # (B, T, N)
     w = mask.to(ce.dtype)
     count = w.sum(dim=(0, 2))  # (T,)
     per_frame = (ce * w).sum(dim=(0, 2)) / count.clamp(min=1)

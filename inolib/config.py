@@ -43,6 +43,20 @@ class ModelConfig:
     feature_block: int = 7  # block whose output is used for label propagation (1-based), Sec. 4.1
 
 
+# The paper's two backbones at patch 8 (Sec. 4.1, Tab. 6): ViT-S/8 (default) and ViT-T/8.
+ARCHS = {
+    "vit_small": dict(embed_dim=384, depth=12, num_heads=6),  # Sec. 4.1
+    "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),  # Tab. 6
+}
+
+
+def with_arch(cfg: "INOConfig", arch: str) -> "INOConfig":
+    """``cfg`` with the backbone swapped for one of ``ARCHS`` (e.g. ``"vit_tiny"`` for Tab. 6)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **ARCHS[arch]))
+
+
 @dataclass
 class CropConfig:
     """Video clips and per-frame multi-crop augmentation."""

@@ -25,12 +25,6 @@ from timm.models.vision_transformer import VisionTransformer
 from .config import ModelConfig
 from .masking import masked_positions
 
-# The two ViTs of the paper (Sec. 4.1 and Tab. 6): embed_dim, depth, num_heads.
-ARCHS = {
-    "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3),
-    "vit_small": dict(embed_dim=384, depth=12, num_heads=6),
-}
-
 RESIZE_MODES = ("released", "timm")
 
 

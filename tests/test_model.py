@@ -104,16 +104,17 @@ def test_mask_shape_and_dtype_are_checked():
         vit.encode(torch.randn(1, 3, 60, 64))
 
 
-def test_autocast_bf16_cpu_forward_and_backward():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_cpu_forward_and_backward(dtype):
     cfg = C.smoke()
     net = build_network(cfg.model)
     g = torch.randn(2, 4, 3, 64, 64)
     l = torch.randn(2, 4, 2, 3, 32, 32)
     mask = random_mask(2, 4, (8, 8), prob=0.0, generator=torch.Generator().manual_seed(0))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         out = net(g, l, mask)
         loss = sum(v.float().square().mean() for k, v in out.items() if v.is_floating_point())
-    assert out["patch"].dtype == torch.bfloat16
+    assert out["patch"].dtype == dtype
     loss.backward()
     assert torch.isfinite(net.backbone.mask_token.grad).all()
     assert net.backbone.mask_token.grad.abs().sum() > 0
@@ -294,3 +295,8 @@ def test_paper_architectures():
     assert vit.blocks[0].norm1.eps == 1e-6
     tiny = build_backbone(C.tiny().model)
     assert 1e6 < count_parameters(tiny) < 5e6
+    vit_t8 = build_backbone(C.with_arch(C.charades(), "vit_tiny").model)  # Tab. 6
+    assert (vit_t8.embed_dim, len(vit_t8.blocks), vit_t8.blocks[0].attn.num_heads) == (192, 12, 3)
+    assert 5.0e6 < count_parameters(vit_t8) < 6.0e6
+    with pytest.raises(ValueError, match="unknown arch"):
+        C.with_arch(C.charades(), "vit_huge")

@@ -8,7 +8,7 @@ Module map (paper section in brackets):
     losses     out g2g, out l2g, in mim, in aff and their sum                     [3.2, 3.3, 3.4]
     teacher    EMA teacher                                                        [3.1, A.1]
     augment    per-frame multi-crop augmentation                                  [3.2, A.1]
-    data       reading frames of real videos                                      [4.1, A.1]
+    data       videos, clip dataset, synthetic videos, DAVIS and YouTube-VOS readers [4.1, A.1]
     cli        the ``ino`` command line
 """
 

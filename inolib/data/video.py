@@ -79,3 +79,48 @@ def read_frame_folder(folder: str | Path, num_frames: int | None = None, start: 
     if num_frames is not None and len(files) < num_frames:
         raise ValueError(f"{folder}: needs {num_frames} frames from {start}, has {len(files)}")
     return torch.stack([read_image(f) for f in files])
+
+
+def write_avi(path: str | Path, frames: torch.Tensor, fps: float = 8.0, quality: int = 90) -> Path:
+    """Write uint8 frames (T, 3, H, W) as a Motion-JPEG AVI that decord (and ffmpeg) can read.
+
+    A minimal RIFF/AVI 1.0 writer (no encoder library needed), used to make synthetic test videos.
+    """
+    import io
+    import struct
+
+    if frames.dim() != 4 or frames.shape[1] != 3 or frames.dtype != torch.uint8 or frames.shape[0] < 1:
+        raise ValueError(f"write_avi expects uint8 frames (T, 3, H, W), got {frames.dtype} {tuple(frames.shape)}")
+    T, _, H, W = frames.shape
+    jpegs = []
+    for f in frames:
+        buf = io.BytesIO()
+        Image.fromarray(f.permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=quality)
+        data = buf.getvalue()
+        jpegs.append(data + b"\0" * (len(data) % 2))  # chunks are word aligned
+
+    def chunk(tag: bytes, payload: bytes) -> bytes:
+        return tag + struct.pack("<I", len(payload)) + payload
+
+    def lst(kind: bytes, payload: bytes) -> bytes:
+        return chunk(b"LIST", kind + payload)
+
+    rate, scale = int(round(fps * 1000)), 1000
+    max_bytes = max(len(j) for j in jpegs)
+    avih = struct.pack("<14I", int(1e6 / fps), max_bytes * int(math.ceil(fps)), 0, 0x10, T, 0, 1,
+                       max_bytes, W, H, 0, 0, 0, 0)
+    strh = struct.pack("<4s4sIHHIIIIIIIIhhhh", b"vids", b"MJPG", 0, 0, 0, 0, scale, rate, 0, T,
+                       max_bytes, 0xFFFFFFFF, 0, 0, 0, W, H)
+    strf = struct.pack("<IiiHH4sIiiII", 40, W, H, 1, 24, b"MJPG", W * H * 3, 0, 0, 0, 0)
+    hdrl = lst(b"hdrl", chunk(b"avih", avih) + lst(b"strl", chunk(b"strh", strh) + chunk(b"strf", strf)))
+    movi_chunks, index, offset = [], [], 4
+    for j in jpegs:
+        c = chunk(b"00dc", j)
+        index.append(struct.pack("<4sIII", b"00dc", 0x10, offset, len(j)))
+        movi_chunks.append(c)
+        offset += len(c)
+    movi = lst(b"movi", b"".join(movi_chunks))
+    body = b"AVI " + hdrl + movi + chunk(b"idx1", b"".join(index))
+    path = Path(path)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path

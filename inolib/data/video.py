@@ -9,6 +9,7 @@ decoding thread, released after use (decord leaks memory and can hang when reade
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +17,115 @@ import torch
 from PIL import Image
 
 
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
+
+
 def resample_indices(num_frames: int, native_fps: float, target_fps: float) -> torch.Tensor:
     """Source-frame indices of a video resampled to ``target_fps``: long (K,), K = floor(n * target / native).
 
-    ``index[k] = floor(k * native_fps / target_fps)`` (torchvision VideoClips' rule, used by the released
-    loader). When the video is slower than the target, frames repeat.
+    ``index[k] = floor(k * native_fps / target_fps)``, computed exactly as torchvision's VideoClips (used by
+    the released loader): float32 arithmetic. When the video is slower than the target, frames repeat.
     """
-    if native_fps <= 0 or target_fps <= 0:
+    if not (native_fps > 0 and target_fps > 0):
         raise ValueError(f"fps must be positive, got native {native_fps}, target {target_fps}")
-    count = int(math.floor(num_frames * target_fps / native_fps))
-    step = native_fps / target_fps
-    idx = torch.floor(torch.arange(count, dtype=torch.float64) * step).long()
+    count = int(math.floor(num_frames * (float(target_fps) / native_fps)))
+    step = float(native_fps) / float(target_fps)
+    idx = (torch.arange(count, dtype=torch.float32) * step).floor().to(torch.int64)
     return idx[idx < num_frames]
+
+
+@dataclass
+class VideoInfo:
+    """What the index knows of one video file; ``error`` is None for a usable file."""
+
+    path: str
+    size_bytes: int = -1
+    mtime_ns: int = -1
+    num_frames: int = 0
+    fps: float = 0.0
+    width: int = 0
+    height: int = 0
+    error: str | None = None
+
+    def num_resampled(self, target_fps: float) -> int:
+        """Frames after resampling to ``target_fps`` (0 for a broken file)."""
+        if self.error is not None or self.num_frames <= 0 or self.fps <= 0:
+            return 0
+        return len(resample_indices(self.num_frames, self.fps, target_fps))
+
+
+def _import_decord():
+    try:
+        import decord
+    except ImportError as e:  # decord has no wheel for some platforms (ref user_pitfalls)
+        raise ImportError("reading videos needs decord (pip install decord; x86_64 only). "
+                          "DAVIS-style JPEG folders work without it.") from e
+    return decord
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Frame count, fps and size of a video, decoding its first frame. Never raises: a file that cannot
+    be used gets ``error`` set to the reason (missing, empty, not a video, no frames, undecodable)."""
+    path = Path(path)
+    info = VideoInfo(str(path))
+    try:
+        st = path.stat()
+    except OSError as e:
+        info.error = f"missing or unreadable ({e.strerror or e})"
+        return info
+    info.size_bytes, info.mtime_ns = st.st_size, st.st_mtime_ns
+    if st.st_size == 0:
+        info.error = "empty file (0 bytes)"
+        return info
+    decord = _import_decord()
+    vr = None
+    try:
+        vr = decord.VideoReader(str(path), num_threads=1)
+        info.num_frames, info.fps = len(vr), float(vr.get_avg_fps())
+        h, w = vr[0].shape[:2]  # decodes frame 0: catches files that open but do not decode
+        info.width, info.height = int(w), int(h)
+    except Exception as e:  # decord raises DECORDError/RuntimeError with ffmpeg's message
+        info.error = f"cannot decode ({_first_line(e)})"
+        return info
+    finally:
+        del vr  # release the reader and its decoder
+    if info.num_frames <= 0:
+        info.error = "no video frames"
+    elif not math.isfinite(info.fps) or info.fps <= 0:
+        info.error = f"invalid frame rate {info.fps}"
+    return info
+
+
+def read_frames(path: str | Path, indices: list[int] | torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Decode only the frames ``indices`` of a video: uint8 (T, 3, H, W).
+
+    ``size=(width, height)`` makes the decoder output smaller frames directly. Opens one reader with one
+    decoding thread and releases it. Raises ``ValueError`` naming the file if decoding fails.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video not found: {path}")
+    decord = _import_decord()
+    idx = [int(i) for i in indices]
+    vr = None
+    try:
+        kw = dict(width=int(size[0]), height=int(size[1])) if size is not None else {}
+        vr = decord.VideoReader(str(path), num_threads=1, **kw)
+        if idx and (min(idx) < 0 or max(idx) >= len(vr)):
+            raise ValueError(f"{path}: frame index out of range 0..{len(vr) - 1}")
+        frames = vr.get_batch(idx).asnumpy()  # (T, H, W, 3)
+    except ValueError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{path}: cannot decode video ({_first_line(e)})") from e
+    finally:
+        del vr
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
 
 
 def read_clip(path: str | Path, num_frames: int = 4, fps: float = 8.0, start: int = 0) -> torch.Tensor:
@@ -35,27 +133,15 @@ def read_clip(path: str | Path, num_frames: int = 4, fps: float = 8.0, start: in
 
     Returns uint8 (T, 3, H, W). Raises ``ValueError`` naming the file if it cannot be read or is too short.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"video not found: {path}")
-    try:
-        import decord
-    except ImportError as e:  # decord has no wheel for some platforms (ref user_pitfalls)
-        raise ImportError("reading videos needs decord (pip install decord; x86_64 only). "
-                          "DAVIS-style JPEG folders work without it.") from e
-    vr = None
-    try:
-        vr = decord.VideoReader(str(path), num_threads=1)
-        n, native = len(vr), float(vr.get_avg_fps())
-        idx = resample_indices(n, native, fps)
-        if start < 0 or start + num_frames > len(idx):
-            raise ValueError(f"{path}: {len(idx)} frames at {fps:g} fps, cannot take {num_frames} from {start}")
-        frames = vr.get_batch(idx[start:start + num_frames].tolist()).asnumpy()  # (T, H, W, 3)
-    except (decord.DECORDError, RuntimeError) as e:
-        raise ValueError(f"{path}: cannot decode video ({str(e).splitlines()[0]})") from e
-    finally:
-        vr = None  # release the reader and its decoder
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
+    info = probe_video(path)
+    if info.error is not None:
+        if info.error.startswith("missing"):
+            raise FileNotFoundError(f"video not found: {path}")
+        raise ValueError(f"{path}: {info.error}")
+    idx = resample_indices(info.num_frames, info.fps, fps)
+    if start < 0 or start + num_frames > len(idx):
+        raise ValueError(f"{path}: {len(idx)} frames at {fps:g} fps, cannot take {num_frames} from {start}")
+    return read_frames(path, idx[start:start + num_frames])
 
 
 def read_image(path: str | Path) -> torch.Tensor:

@@ -1,0 +1,222 @@
+"""The training clip pipeline on the real bundled videos: sources, index cache, 8 fps clips, sampler,
+workers, determinism, and broken files that are skipped with a warning naming them."""
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from inolib.config import CropConfig
+from inolib.data import index as index_mod
+from inolib.data.clips import (ClipDataset, ClipSampler, SkipLog, collate_clips, decode_size, load_clip_views,
+                               make_clip_loader)
+from inolib.data.index import VideoIndex, find_videos, read_video_list, resolve_sources
+from inolib.data.video import resample_indices, write_avi
+
+VIDEOS = {  # bundled real videos: native fps (data/videos/README.md)
+    "demo_arm_wrestling.mp4": 28.0,
+    "test_cleaning_pool.mp4": 30.0,
+    "apple.mp4": 10.0,
+}
+SMALL = CropConfig(global_size=48, local_size=24, num_local=2)  # fast crops, same code path
+
+
+def build(paths, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return VideoIndex.build(paths, progress=False, **kw)
+
+
+def real_videos(data_dir):
+    return find_videos(data_dir / "videos")
+
+
+def epoch_batches(ds, sampler, num_workers, batch_size=3):
+    loader = make_clip_loader(ds, sampler, batch_size=batch_size, num_workers=num_workers, drop_last=False)
+    return list(loader)
+
+
+# -- sources and index -------------------------------------------------------------------------------
+
+def test_sources_folder_list_and_charades_csv(tmp_path, data_dir):
+    vids = real_videos(data_dir)
+    assert sorted(p.name for p in vids) == sorted(VIDEOS)
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    shutil.copy(vids[0], nested / "X1.MP4")
+    (nested / "notes.txt").write_text("not a video")
+    assert find_videos(tmp_path) == [nested / "X1.MP4"]
+    # released layout: first column is a path, relative to the list's folder
+    lst = tmp_path / "train_list.csv"
+    lst.write_text("a/b/X1.MP4,extra\n/abs/Y.mp4\n")
+    assert read_video_list(lst) == [nested / "X1.MP4", Path("/abs/Y.mp4")]
+    # Charades' own annotation file: column id, videos in a separate folder
+    ch = tmp_path / "Charades_v1_train.csv"
+    ch.write_text("id,subject,scene,quality\n46GP8,HR43,Kitchen,6\nN11GT,0KZ7,Stairs,6\n")
+    assert resolve_sources(ch, root=tmp_path / "Charades_v1_480") == [
+        tmp_path / "Charades_v1_480/46GP8.mp4", tmp_path / "Charades_v1_480/N11GT.mp4"]
+    with pytest.raises(ValueError, match="Charades"):
+        resolve_sources(ch)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        resolve_sources(tmp_path / "nowhere")
+
+
+def test_index_probes_real_videos_and_cache_is_reused_until_a_file_changes(tmp_path, data_dir, monkeypatch):
+    for p in real_videos(data_dir):
+        shutil.copy(p, tmp_path / p.name)
+    paths = find_videos(tmp_path)
+    cache = tmp_path / "run" / "video_index.json"
+    idx = build(paths, cache_file=cache)
+    info = {Path(e.path).name: e for e in idx.entries}
+    for name, fps in VIDEOS.items():
+        assert info[name].error is None and info[name].fps == pytest.approx(fps, rel=1e-3)
+    assert (info["demo_arm_wrestling.mp4"].num_frames, info["demo_arm_wrestling.mp4"].width) == (280, 340)
+    assert (info["apple.mp4"].width, info["apple.mp4"].height) == (1296, 720)
+    assert cache.is_file()
+
+    calls = []
+    real_probe = index_mod.probe_video
+    monkeypatch.setattr(index_mod, "probe_video", lambda p: calls.append(Path(p).name) or real_probe(p))
+    again = build(paths, cache_file=cache)
+    assert calls == [] and [e.num_frames for e in again.entries] == [e.num_frames for e in idx.entries]
+    changed = tmp_path / "apple.mp4"
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    build(paths, cache_file=cache)
+    assert calls == ["apple.mp4"]
+
+
+# -- clips -------------------------------------------------------------------------------------------
+
+def test_clips_are_four_frames_at_8_fps_of_the_native_rate(data_dir):
+    idx = build(real_videos(data_dir))
+    ds = ClipDataset(idx, SMALL)
+    sampler = ClipSampler(ds.num_starts, clips_per_video=5, seed=1)
+    batches = epoch_batches(ds, sampler, 0)
+    seen = 0
+    for b in batches:
+        B = len(b["video"])
+        assert b["globals"].shape == (B, 4, 3, 48, 48) and b["locals"].shape == (B, 4, 2, 3, 24, 24)
+        for path, start, frames in zip(b["video"], b["start"].tolist(), b["frames"]):
+            fps = VIDEOS[Path(path).name]
+            expected = [int((k * fps / 8.0) // 1) for k in range(start, start + 4)]
+            assert frames.tolist() == expected
+            seen += 1
+    assert seen == 15  # 3 videos x 5 clips
+    assert len(ds) == 15
+
+
+def test_same_seed_same_clips_and_workers_do_not_change_them(data_dir):
+    idx = build(real_videos(data_dir))
+    ds = ClipDataset(idx, SMALL)
+    a = epoch_batches(ds, ClipSampler(ds.num_starts, 5, seed=3), 0)
+    b = epoch_batches(ds, ClipSampler(ds.num_starts, 5, seed=3), 2)
+    assert [x["video"] for x in a] == [x["video"] for x in b]
+    for x, y in zip(a, b):
+        assert torch.equal(x["start"], y["start"])
+        assert torch.equal(x["globals"], y["globals"]) and torch.equal(x["locals"], y["locals"])
+    c = epoch_batches(ds, ClipSampler(ds.num_starts, 5, seed=4), 0)
+    assert [x["start"].tolist() for x in c] != [x["start"].tolist() for x in a]
+
+
+def test_sampler_splits_ranks_and_reshuffles_each_epoch():
+    starts = [77, 0, 3, 120, 40]
+    full = ClipSampler(starts, clips_per_video=5, seed=0)
+    plan = full.plan()
+    assert len(plan) == 5 + 0 + 3 + 5 + 5
+    assert sum(1 for v, _, _ in plan if v == 2) == 3 and all(v != 1 for v, _, _ in plan)
+    ranks = [list(ClipSampler(starts, 5, seed=0, rank=r, world_size=3)) for r in range(3)]
+    assert [len(r) for r in ranks] == [6, 6, 6]  # 18 clips, padded to a multiple of 3
+    assert sorted(k for r in ranks for k in r) == sorted(plan)
+    assert not set(ranks[0]) & set(ranks[1])
+    full.set_epoch(1)
+    assert full.plan() != plan
+    full.set_epoch(0)
+    assert full.plan() == plan
+    with pytest.raises(ValueError):
+        ClipSampler(starts, 5, rank=3, world_size=3)
+    with pytest.raises(ValueError, match="no video"):
+        ClipSampler([0, 0])
+
+
+def test_decode_size_reduces_only_when_crops_allow():
+    cfg = CropConfig()  # 224 global at scale >= 0.8, 64 local at scale >= 0.05
+    assert decode_size(340, 256, cfg) is None  # small Kinetics frames: full size
+    w, h = decode_size(854, 480, cfg)
+    assert w < 854 and h < 480 and abs(w / h - 854 / 480) < 0.02
+    # no crop of the smallest scale and extreme aspect falls below its output size
+    assert (0.05 * w * h * 0.75) ** 0.5 >= 64 and (0.8 * w * h * 0.75) ** 0.5 >= 224
+
+
+def test_load_clip_views_for_notebooks(data_dir):
+    v = load_clip_views(data_dir / "videos/cotracker_apple/apple.mp4", SMALL, start=3, seed=0)
+    assert v["frames"].shape == (4, 3, 720, 1296) and v["frames"].dtype == torch.uint8
+    assert v["indices"].tolist() == resample_indices(50, 10.0, 8.0)[3:7].tolist() == [3, 5, 6, 7]
+    assert v["globals"].shape == (4, 3, 48, 48) and v["locals"].shape == (4, 2, 3, 24, 24)
+    with pytest.raises(ValueError, match="apple.mp4"):
+        load_clip_views(data_dir / "videos/cotracker_apple/apple.mp4", SMALL, start=40)
+
+
+# -- broken input ------------------------------------------------------------------------------------
+
+def make_broken_folder(tmp_path, data_dir):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for p in real_videos(data_dir):
+        shutil.copy(p, folder / p.name)
+    arm = (data_dir / "videos/kinetics400_mmaction2/demo_arm_wrestling.mp4").read_bytes()
+    (folder / "truncated.mp4").write_bytes(arm[:200_000])
+    (folder / "zero.mp4").write_bytes(b"")
+    (folder / "text.mp4").write_text("this is not a video\n" * 20)
+    mid = bytearray(arm)
+    mid[60_000:600_000] = bytes(540_000)  # header and first frames fine, frame data damaged after
+    (folder / "midbroken.mp4").write_bytes(bytes(mid))
+    write_avi(folder / "twoframes.avi", torch.full((2, 3, 32, 48), 128, dtype=torch.uint8), fps=8.0)
+    return folder
+
+
+def test_broken_files_are_skipped_with_a_warning_naming_them(tmp_path, data_dir):
+    folder = make_broken_folder(tmp_path, data_dir)
+    with pytest.warns(UserWarning) as rec:
+        idx = VideoIndex.build(find_videos(folder), progress=False)
+    text = " ".join(str(w.message) for w in rec)
+    for name in ("truncated.mp4", "zero.mp4", "text.mp4"):
+        assert name in text
+    assert "midbroken.mp4" not in text  # its header and first frame are fine
+    reasons = dict((Path(p).name, r) for p, r in idx.skipped)
+    assert "0 bytes" in reasons["zero.mp4"] and "decode" in reasons["text.mp4"]
+
+    ds = ClipDataset(idx, SMALL)
+    too_short = dict((Path(p).name, r) for p, r in ds.index_skipped)
+    assert "too short" in too_short["twoframes.avi"]
+    log = SkipLog(ds.index_skipped)
+    sampler = ClipSampler(ds.num_starts, clips_per_video=5, seed=0)
+    loader = make_clip_loader(ds, sampler, batch_size=3, num_workers=2, drop_last=False)
+    clips = 0
+    with pytest.warns(UserWarning, match="midbroken.mp4"):
+        for batch in loader:
+            log.update(batch)
+            clips += batch["globals"].shape[0]
+            assert torch.isfinite(batch["globals"]).all()
+    assert clips == len(sampler) == 20  # 4 videos x 5 clips: failed clips were replaced, the epoch loaded
+    assert "midbroken.mp4" in " ".join(log.files) and log.count == 5
+    assert "1 while decoding" in log.summary()
+
+
+def test_missing_file_in_a_list_is_skipped(tmp_path, data_dir):
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"{data_dir / 'videos/cotracker_apple/apple.mp4'}\n{tmp_path / 'gone.mp4'}\n")
+    idx = build(resolve_sources(lst))
+    assert [Path(p).name for p, _ in idx.skipped] == ["gone.mp4"]
+    assert "missing" in idx.skipped[0][1]
+    with pytest.raises(ValueError, match="no usable video"):
+        ClipDataset(build([tmp_path / "gone.mp4"]), SMALL)
+
+
+def test_collate_gathers_skips():
+    s = {"globals": torch.zeros(4, 3, 8, 8), "locals": torch.zeros(4, 2, 3, 4, 4), "start": 1,
+         "frames": torch.arange(4), "video": "a.mp4", "skipped": [("b.mp4", "bad")]}
+    b = collate_clips([s, {**s, "skipped": []}])
+    assert b["globals"].shape == (2, 4, 3, 8, 8) and b["skipped"] == [("b.mp4", "bad")]

@@ -1,0 +1,83 @@
+"""Per-frame multi-crop augmentation: shapes, value ranges, and flip/jitter only where the config says."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from inolib.augment import MultiCrop, global_transform, local_transform
+from inolib.config import CropConfig
+from inolib.data import read_frame_folder
+
+MEAN = torch.tensor(CropConfig().mean).view(3, 1, 1)
+STD = torch.tensor(CropConfig().std).view(3, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def frame():
+    root = Path(__file__).resolve().parents[1] / "data/davis_sample/DAVIS/JPEGImages/480p/blackswan"
+    f = read_frame_folder(root, num_frames=1)[0]  # (3, 480, 854) real frame, not symmetric
+    return f[:, :, 187:667].contiguous()  # square 480x480 so a full-frame crop is deterministic
+
+
+def plain(frame, size):
+    x = F.interpolate(frame[None].float(), size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+    return ((x[0].round().clamp(0, 255) / 255) - MEAN) / STD
+
+
+def test_shapes_and_value_ranges(frame):
+    cfg = CropConfig()
+    clip = frame[None].expand(4, -1, -1, -1).contiguous()
+    torch.manual_seed(0)
+    g, l = MultiCrop(cfg)(clip)
+    assert g.shape == (4, 3, 224, 224) and l.shape == (4, 8, 3, 64, 64)
+    for x in (g, l):
+        raw = x * STD + MEAN
+        assert raw.min() >= -1e-5 and raw.max() <= 1 + 1e-5
+    # frames are cropped independently
+    assert not torch.equal(g[0], g[1])
+
+
+def test_global_crops_are_never_flipped_or_jittered(frame):
+    cfg = CropConfig(global_scale=(1.0, 1.0), ratio=(1.0, 1.0))  # crop = whole frame: output is deterministic
+    tf = global_transform(cfg)
+    ref = plain(frame, 224)
+    for seed in range(30):
+        torch.manual_seed(seed)
+        torch.testing.assert_close(tf(frame), ref, atol=0.06, rtol=0)
+
+
+def test_flip_and_jitter_follow_the_config(frame):
+    base = CropConfig(global_scale=(1.0, 1.0), local_scale=(1.0, 1.0), ratio=(1.0, 1.0), blur_p=0.0, grayscale_p=0.0)
+    g_on = global_transform(dataclasses.replace(base, global_flip_jitter=True))
+    ref = plain(frame, 224)
+    changed = 0
+    for seed in range(30):
+        torch.manual_seed(seed)
+        changed += not torch.allclose(g_on(frame), ref, atol=0.06)
+    assert changed >= 20  # flip p=0.5 or jitter p=0.8: nearly always changed
+    l_off = local_transform(dataclasses.replace(base, local_flip_jitter=False))
+    ref_l = plain(frame, 64)
+    for seed in range(10):
+        torch.manual_seed(seed)
+        torch.testing.assert_close(l_off(frame), ref_l, atol=0.06, rtol=0)
+    l_on = local_transform(base)
+    flips = 0
+    for seed in range(40):
+        torch.manual_seed(seed)
+        out = l_on(frame)
+        flips += not torch.allclose(out, ref_l, atol=0.06)
+    assert flips >= 25
+
+
+def test_grayscale_and_counts_come_from_the_config(frame):
+    cfg = CropConfig(num_local=3, local_size=32, grayscale_p=1.0, global_size=96)
+    torch.manual_seed(0)
+    g, l = MultiCrop(cfg)(frame[None])
+    assert g.shape == (1, 3, 96, 96) and l.shape == (1, 3, 3, 32, 32)
+    raw = l * STD + MEAN
+    torch.testing.assert_close(raw[:, :, 0], raw[:, :, 1], atol=2e-6, rtol=0)  # grey: equal channels
+    g0, l0 = MultiCrop(dataclasses.replace(cfg, num_local=0))(frame[None])
+    assert l0.shape == (1, 0, 3, 32, 32)

@@ -197,8 +197,23 @@ def collate_clips(samples: list[dict]) -> dict:
     }
 
 
+def _fixed_mmap_threshold(nbytes: int = 4 << 20) -> None:
+    """Make glibc return large blocks (decoded frames) to the OS at once.
+
+    glibc raises its mmap threshold each time a large block is freed, after which frame-sized buffers
+    come from the heap and fragment it: a worker's resident memory then creeps up over epochs (measured
+    486 -> 683 MiB over 60 epochs on the bundled videos, flat with this; BENCHMARKS.md).
+    """
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").mallopt(-3, nbytes)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # N workers x 1 thread; decord uses one decoding thread per reader
+    _fixed_mmap_threshold()
 
 
 def make_clip_loader(dataset: ClipDataset, sampler: ClipSampler, batch_size: int, num_workers: int = 0,

@@ -1,0 +1,218 @@
+"""Figures for the course: pure matplotlib, each function returns a ``Figure`` (testable without a browser).
+
+Images are uint8 (3, H, W) or normalised float (3, H, W) tensors; pass ``mean``/``std`` to undo the
+normalisation of crops. Nothing here computes INO quantities: callers pass what inolib computed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from .config import IMAGENET_MEAN, IMAGENET_STD
+
+
+def to_image(x: torch.Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> np.ndarray:
+    """(3, H, W) uint8 or float tensor -> (H, W, 3) float array in [0, 1] for ``imshow``.
+
+    Float input is un-normalised with ``mean``/``std`` when given (ImageNet for crops).
+    """
+    x = x.detach().cpu()
+    if x.dtype == torch.uint8:
+        x = x.float() / 255
+    elif mean is not None and std is not None:
+        x = x.float() * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+    return x.clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def _grid(n: int, cols: int) -> tuple[int, int]:
+    cols = max(1, min(cols, n))
+    return math.ceil(n / cols), cols
+
+
+def _new(rows: int, cols: int, size: float = 2.2, **kw) -> tuple[Figure, np.ndarray]:
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False, **kw)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig, axes
+
+
+def _done(fig: Figure) -> Figure:
+    fig.tight_layout()
+    plt.close(fig)  # returned, not shown twice in notebooks
+    return fig
+
+
+def show_frames(frames: torch.Tensor, titles: Sequence[str] | None = None, cols: int = 4,
+                mean=None, std=None) -> Figure:
+    """A row (or grid) of frames (T, 3, H, W)."""
+    rows, cols = _grid(len(frames), cols)
+    fig, axes = _new(rows, cols, size=2.6)
+    for i, ax in enumerate(axes.flat):
+        if i < len(frames):
+            ax.imshow(to_image(frames[i], mean, std))
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=9)
+        else:
+            ax.axis("off")
+    return _done(fig)
+
+
+def show_clip_crops(frames: torch.Tensor, global_crops: torch.Tensor, local_crops: torch.Tensor,
+                    indices: Sequence[int] | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Figure:
+    """Each frame of a clip (T, 3, H, W) with its global crop (T, 3, Sg, Sg) and local crops (T, M, 3, Sl, Sl)."""
+    T, M = local_crops.shape[:2]
+    fig, axes = _new(T, 2 + M, size=1.6)
+    for t in range(T):
+        axes[t, 0].imshow(to_image(frames[t]))
+        axes[t, 0].set_ylabel(f"frame {indices[t] if indices is not None else t}", fontsize=8)
+        axes[t, 1].imshow(to_image(global_crops[t], mean, std))
+        for m in range(M):
+            axes[t, 2 + m].imshow(to_image(local_crops[t, m], mean, std))
+    axes[0, 0].set_title("frame", fontsize=9)
+    axes[0, 1].set_title("global", fontsize=9)
+    for m in range(M):
+        axes[0, 2 + m].set_title(f"local {m + 1}", fontsize=9)
+    return _done(fig)
+
+
+def show_patch_grid(image: torch.Tensor, patch_size: int, mask: torch.Tensor | None = None,
+                    title: str | None = None, mean=None, std=None) -> Figure:
+    """An image with its patch grid; ``mask`` (N,) or (h, w) bool shades masked patches."""
+    img = to_image(image, mean, std)
+    H, W = img.shape[:2]
+    h, w = H // patch_size, W // patch_size
+    fig, axes = _new(1, 1, size=4)
+    ax = axes[0, 0]
+    ax.imshow(img)
+    if mask is not None:
+        m = mask.detach().cpu().reshape(h, w).float().numpy()
+        ax.imshow(np.kron(m, np.ones((patch_size, patch_size))), cmap="Greys", alpha=0.75 * (np.kron(
+            m, np.ones((patch_size, patch_size))) > 0), vmin=0, vmax=1, extent=(0, w * patch_size, h * patch_size, 0))
+    for i in range(1, h):
+        ax.axhline(i * patch_size - 0.5, color="w", lw=0.4, alpha=0.7)
+    for j in range(1, w):
+        ax.axvline(j * patch_size - 0.5, color="w", lw=0.4, alpha=0.7)
+    ax.set_title(title or f"{h} x {w} = {h * w} patches of {patch_size} px", fontsize=9)
+    return _done(fig)
+
+
+def show_pos_similarity(tables: dict[str, torch.Tensor], queries: Sequence[tuple[float, float]] = ((0.5, 0.5), (0.1, 0.1))) -> Figure:
+    """Cosine similarity of chosen positions to every other position, for position tables (h, w, D).
+
+    ``queries`` are (row, col) as fractions of the grid, so tables of different sizes are comparable.
+    """
+    fig, axes = _new(len(queries), len(tables), size=2.6)
+    for c, (name, tab) in enumerate(tables.items()):
+        tab = tab.detach().float().cpu()
+        h, w, _ = tab.shape
+        z = torch.nn.functional.normalize(tab.reshape(h * w, -1), dim=-1)
+        for r, (qy, qx) in enumerate(queries):
+            i, j = min(h - 1, int(qy * h)), min(w - 1, int(qx * w))
+            sim = (z @ z[i * w + j]).reshape(h, w).numpy()
+            ax = axes[r, c]
+            ax.imshow(sim, cmap="viridis", vmin=-1, vmax=1)
+            ax.plot(j, i, "r+", ms=8)
+            if r == 0:
+                ax.set_title(f"{name}: {h}x{w}", fontsize=9)
+    return _done(fig)
+
+
+def show_attention(image: torch.Tensor, attn: torch.Tensor, grid: tuple[int, int], mean=None, std=None) -> Figure:
+    """The class token's attention to the patches, per head: ``attn`` (heads, N) over the (h, w) grid."""
+    heads = attn.shape[0]
+    fig, axes = _new(1, heads + 1, size=2.4)
+    axes[0, 0].imshow(to_image(image, mean, std))
+    axes[0, 0].set_title("input", fontsize=9)
+    for k in range(heads):
+        axes[0, k + 1].imshow(attn[k].detach().float().cpu().reshape(grid).numpy(), cmap="inferno")
+        axes[0, k + 1].set_title(f"head {k + 1}", fontsize=9)
+    return _done(fig)
+
+
+def show_distributions(dists: dict[str, torch.Tensor], top: int = 50) -> Figure:
+    """Categorical distributions (K,) side by side, each sorted by the first one's order (its top ``top``)."""
+    names = list(dists)
+    order = torch.argsort(dists[names[0]].detach().float().cpu(), descending=True)[:top]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    width = 0.8 / len(names)
+    for i, n in enumerate(names):
+        p = dists[n].detach().float().cpu()[order].numpy()
+        ax.bar(np.arange(len(order)) + i * width, p, width=width, label=n)
+    ax.set_xlabel(f"output dimension: top {len(order)} of {dists[names[0]].numel()}, sorted by {names[0]}")
+    ax.set_ylabel("probability")
+    ax.legend(fontsize=8)
+    return _done(fig)
+
+
+def show_affinity(frame_a: torch.Tensor, frame_b: torch.Tensor, affinity: torch.Tensor, grid: tuple[int, int],
+                  query: int, title: str = "", mean=None, std=None) -> Figure:
+    """Affinity between two frames' patches: ``affinity`` (N, N) rows = patches of frame a, columns = frame b.
+
+    Left: frame a with the query patch; middle: the query's row as a heat map over frame b; right: the
+    whole matrix with the query's row highlighted.
+    """
+    h, w = grid
+    A = affinity.detach().float().cpu()
+    img_a, img_b = to_image(frame_a, mean, std), to_image(frame_b, mean, std)
+    H, W = img_a.shape[:2]
+    fig, axes = _new(1, 3, size=3.2)
+    qi, qj = divmod(int(query), w)
+    axes[0, 0].imshow(img_a)
+    axes[0, 0].add_patch(Rectangle((qj * W / w, qi * H / h), W / w, H / h, fill=False, ec="r", lw=2))
+    axes[0, 0].set_title("frame t, query patch", fontsize=9)
+    axes[0, 1].imshow(img_b)
+    axes[0, 1].imshow(A[query].reshape(h, w).numpy(), cmap="jet", alpha=0.55, extent=(0, W, H, 0))
+    axes[0, 1].set_title("its affinity in frame t+1", fontsize=9)
+    axes[0, 2].imshow(A.numpy(), cmap="viridis", aspect="auto")
+    axes[0, 2].axhline(query, color="r", lw=1)
+    axes[0, 2].set_title(title or f"affinity matrix {A.shape[0]} x {A.shape[1]}", fontsize=9)
+    return _done(fig)
+
+
+def overlay_labels(image: torch.Tensor, labels: torch.Tensor, palette: np.ndarray | None = None,
+                   alpha: float = 0.5) -> np.ndarray:
+    """(H, W, 3) float image with integer ``labels`` (H, W) coloured by ``palette`` (256, 3); 0 stays clear."""
+    img = to_image(image)
+    lab = labels.detach().cpu().numpy().astype(np.int64)
+    if palette is None:
+        palette = np.array(plt.get_cmap("tab10").colors)[np.arange(256) % 10] * 255
+    colours = np.asarray(palette, dtype=np.float64)[lab] / 255
+    fg = ((lab > 0) & (lab < 255))[..., None]
+    return np.where(fg, (1 - alpha) * img + alpha * colours, img)
+
+
+def show_propagation(frames: torch.Tensor, labels: torch.Tensor, palette: np.ndarray | None = None,
+                     titles: Sequence[str] | None = None, cols: int = 4) -> Figure:
+    """Label maps (T, H, W) over frames (T, 3, H, W)."""
+    rows, cols = _grid(len(frames), cols)
+    fig, axes = _new(rows, cols, size=2.6)
+    for i, ax in enumerate(axes.flat):
+        if i < len(frames):
+            ax.imshow(overlay_labels(frames[i], labels[i], palette))
+            ax.set_title(titles[i] if titles is not None else f"frame {i}", fontsize=9)
+        else:
+            ax.axis("off")
+    return _done(fig)
+
+
+def plot_curves(records: Sequence[dict], keys: Sequence[str], x: str = "step", title: str = "") -> Figure:
+    """Line plot of ``keys`` from a sequence of log records (dicts, e.g. a run's JSONL log)."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for k in keys:
+        pts = [(r[x], r[k]) for r in records if k in r and x in r]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, label=k)
+    ax.set_xlabel(x)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _done(fig)

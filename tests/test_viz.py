@@ -1,0 +1,55 @@
+"""Figures return matplotlib Figures with the expected panels, without a display."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from inolib import viz  # noqa: E402
+
+
+def test_to_image_undoes_normalisation():
+    x = torch.rand(3, 4, 5)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    norm = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    np.testing.assert_allclose(viz.to_image(norm, mean, std), x.permute(1, 2, 0).numpy(), atol=1e-6)
+    u8 = (x * 255).to(torch.uint8)
+    assert viz.to_image(u8).max() <= 1.0 and viz.to_image(u8).shape == (4, 5, 3)
+
+
+def test_figures_have_their_panels():
+    frames = torch.randint(0, 255, (4, 3, 32, 48), dtype=torch.uint8)
+    g, l = torch.randn(4, 3, 16, 16), torch.randn(4, 2, 3, 8, 8)
+    fig = viz.show_clip_crops(frames, g, l)
+    assert isinstance(fig, Figure) and len(fig.axes) == 4 * (2 + 2)
+    assert len(viz.show_frames(frames, cols=3).axes) == 6
+    mask = torch.zeros(24, dtype=torch.bool)
+    mask[:5] = True
+    assert len(viz.show_patch_grid(frames[0], 8, mask).axes) == 1
+    tabs = {"8x8": torch.randn(8, 8, 6), "28x28": torch.randn(28, 28, 6)}
+    assert len(viz.show_pos_similarity(tabs).axes) == 4
+    assert len(viz.show_attention(frames[0], torch.rand(3, 24), (4, 6)).axes) == 4
+    assert len(viz.show_affinity(frames[0], frames[1], torch.rand(24, 24), (4, 6), query=7).axes) == 3
+    assert len(viz.show_distributions({"teacher": torch.rand(100).softmax(0), "student": torch.rand(100).softmax(0)}).axes) == 1
+    labels = torch.zeros(4, 32, 48, dtype=torch.uint8)
+    labels[:, 5:10, 5:10] = 1
+    assert len(viz.show_propagation(frames, labels).axes) == 4
+    recs = [{"step": i, "loss": 1 / (i + 1)} for i in range(5)]
+    fig = viz.plot_curves(recs, ["loss", "missing"])
+    assert len(fig.axes[0].lines) == 1
+
+
+def test_overlay_colours_only_objects():
+    img = torch.zeros(3, 4, 4, dtype=torch.uint8)
+    lab = torch.zeros(4, 4, dtype=torch.uint8)
+    lab[0, 0], lab[1, 1] = 1, 255
+    pal = np.zeros((256, 3))
+    pal[1] = (255, 0, 0)
+    pal[255] = (0, 255, 0)
+    out = viz.overlay_labels(img, lab, pal, alpha=0.5)
+    np.testing.assert_allclose(out[0, 0], [0.5, 0, 0])
+    np.testing.assert_allclose(out[1, 1], [0, 0, 0])  # void is not an object
+    np.testing.assert_allclose(out[2, 2], [0, 0, 0])

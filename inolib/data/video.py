@@ -9,6 +9,7 @@ decoding thread, released after use (decord leaks memory and can hang when reade
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +65,10 @@ def _import_decord():
 
 
 def _first_line(e: BaseException) -> str:
+    """First line of a decoder error, without decord's "[hh:mm:ss] file.cc:123:" prefixes."""
     text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:300]
+    line = re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", text[0] if text else "").strip()
+    return (line or type(e).__name__)[:300]
 
 
 def probe_video(path: str | Path) -> VideoInfo:

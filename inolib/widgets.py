@@ -1,0 +1,140 @@
+"""Interactive explorers for the course (the only module that imports ipywidgets).
+
+Each explorer is an ``ipywidgets.VBox`` of core widgets (sliders with ``continuous_update=False``,
+toggles) above an ``Output`` that is redrawn with ``clear_output(wait=True)``. ``explorer.render()``
+returns the current ``Figure`` (also kept as ``explorer.figure``), so tests drive explorers without a
+browser by setting widget values.
+"""
+
+from __future__ import annotations
+
+import ipywidgets as W
+import torch
+from IPython.display import display
+
+from . import viz
+from .config import MaskConfig
+from .losses import affinity
+from .masking import make_mask
+
+
+class Explorer(W.VBox):
+    """Controls above a figure; subclasses implement :meth:`draw` returning a matplotlib Figure."""
+
+    def __init__(self, controls: list[W.Widget], title: str = ""):
+        self.out = W.Output()
+        self.figure = None
+        self.info = W.HTML()
+        header = [W.HTML(f"<b>{title}</b>")] if title else []
+        super().__init__(header + [W.HBox(controls, layout=W.Layout(flex_flow="row wrap")), self.info, self.out])
+        for c in controls:
+            c.observe(lambda _change: self.render(), names="value")
+
+    def draw(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def render(self):
+        self.figure = self.draw()
+        with self.out:
+            self.out.clear_output(wait=True)
+            display(self.figure)
+        return self.figure
+
+
+def _slider(desc: str, lo, hi, value, step=1, float_=False):
+    cls = W.FloatSlider if float_ else W.IntSlider
+    return cls(description=desc, min=lo, max=hi, value=value, step=step, continuous_update=False,
+               style={"description_width": "initial"})
+
+
+class AffinityExplorer(Explorer):
+    """Pick a query patch in frame t; see its affinity row over frame t+1 and the whole matrix.
+
+    Args:
+        frame_a, frame_b: the two frames (3, H, W) (uint8, or normalised with ``mean``/``std``).
+        student, teacher: patch features or logits of both frames, (2, N, C) each (frame t, frame t+1).
+        grid: (h, w) patch grid, N = h*w.
+        student_temp, teacher_temp: the affinity temperatures (Sec. 4.4: 0.1 and 0.04).
+    """
+
+    def __init__(self, frame_a, frame_b, student, teacher, grid, student_temp=0.1, teacher_temp=0.04,
+                 mean=None, std=None):
+        self.frames, self.grid, self.norm = (frame_a, frame_b), grid, (mean, std)
+        self.aff = {"student": affinity(student[None])[0, 0], "teacher": affinity(teacher[None])[0, 0]}  # (N, N)
+        self.default_temp = {"student": student_temp, "teacher": teacher_temp}
+        h, w = grid
+        self.row = _slider("query row", 0, h - 1, h // 2)
+        self.col = _slider("query col", 0, w - 1, w // 2)
+        self.net = W.ToggleButtons(options=["teacher", "student"], value="teacher")
+        self.temp = _slider("temperature", 0.01, 0.3, teacher_temp, step=0.01, float_=True)
+        self.net.observe(lambda c: setattr(self.temp, "value", self.default_temp[c["new"]]), names="value")
+        super().__init__([self.row, self.col, self.net, self.temp], "Affinity explorer")
+        self.render()
+
+    @property
+    def query(self) -> int:
+        return self.row.value * self.grid[1] + self.col.value
+
+    def draw(self):
+        A = torch.softmax(self.aff[self.net.value] / self.temp.value, dim=-1)  # row-stochastic, as in L_in_aff
+        p = A[self.query]
+        ent = float(-(p * p.clamp_min(1e-12).log()).sum())
+        self.info.value = (f"{self.net.value}, tau = {self.temp.value:.2f}: the query's largest weight is "
+                           f"{float(p.max()):.3f}, entropy {ent:.2f} nats (uniform: {float(torch.log(torch.tensor(float(p.numel())))):.2f})")
+        return viz.show_affinity(*self.frames, A, self.grid, self.query,
+                                 title=f"softmax(A / {self.temp.value:.2f}), {self.net.value}",
+                                 mean=self.norm[0], std=self.norm[1])
+
+
+class MaskExplorer(Explorer):
+    """Random (released) vs blockwise (paper) masks on an image, by ratio and seed."""
+
+    def __init__(self, image, patch_size: int, mean=None, std=None):
+        self.image, self.patch_size, self.norm = image, patch_size, (mean, std)
+        self.mode = W.ToggleButtons(options=["random", "block"], value="random")
+        self.ratio = _slider("ratio r", 0.05, 0.9, 0.3, step=0.05, float_=True)
+        self.seed = _slider("seed", 0, 50, 0)
+        super().__init__([self.mode, self.ratio, self.seed], "Mask explorer")
+        self.render()
+
+    def draw(self):
+        H, W_ = self.image.shape[-2:]
+        grid = (H // self.patch_size, W_ // self.patch_size)
+        cfg = MaskConfig(mode=self.mode.value, prob=0.0, ratio=(self.ratio.value, self.ratio.value))
+        mask = make_mask(cfg, 1, 1, grid, torch.Generator().manual_seed(self.seed.value))[0, 0]
+        self.mask = mask
+        self.info.value = f"{int(mask.sum())} of {mask.numel()} patches masked ({self.mode.value})"
+        return viz.show_patch_grid(self.image, self.patch_size, mask, mean=self.norm[0], std=self.norm[1],
+                                   title=f"{self.mode.value} mask, r = {self.ratio.value:.2f}")
+
+
+class TemperatureExplorer(Explorer):
+    """How the teacher temperature and the center shape the teacher's target distribution.
+
+    Args:
+        teacher_logits: (R, K) teacher logits (e.g. class logits of a batch of global crops).
+        center: (1, K) the center to subtract when centering is on.
+        student_logits: optional (R, K), drawn at the student temperature for comparison.
+    """
+
+    def __init__(self, teacher_logits, center, student_logits=None, student_temp: float = 0.1):
+        self.t, self.c, self.s, self.student_temp = teacher_logits.float(), center.float(), student_logits, student_temp
+        self.temp = _slider("teacher temperature", 0.01, 0.2, 0.04, step=0.01, float_=True)
+        self.centering = W.ToggleButtons(options=["centered", "not centered"], value="centered")
+        self.row = _slider("sample", 0, teacher_logits.shape[0] - 1, 0)
+        super().__init__([self.temp, self.centering, self.row], "Temperature and centering explorer")
+        self.render()
+
+    def draw(self):
+        logits = self.t - (self.c if self.centering.value == "centered" else 0)
+        q = torch.softmax(logits / self.temp.value, dim=-1)  # (R, K)
+        ent = -(q * q.clamp_min(1e-12).log()).sum(-1)
+        mean_q = q.mean(0)
+        self.info.value = (f"entropy of one target: {float(ent[self.row.value]):.2f} nats; of the batch mean: "
+                           f"{float(-(mean_q * mean_q.clamp_min(1e-12).log()).sum()):.2f} "
+                           f"(uniform {float(torch.log(torch.tensor(float(q.shape[1])))):.2f}); "
+                           f"largest mean probability {float(mean_q.max()):.3f}")
+        dists = {f"teacher (tau={self.temp.value:.2f})": q[self.row.value], "batch mean": mean_q}
+        if self.s is not None:
+            dists[f"student (tau={self.student_temp})"] = torch.softmax(self.s[self.row.value].float() / self.student_temp, -1)
+        return viz.show_distributions(dists)

@@ -1,0 +1,49 @@
+"""Explorers redraw when their controls change (driven without a browser)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import torch  # noqa: E402
+
+from inolib import widgets  # noqa: E402
+
+
+def test_affinity_explorer_follows_query_network_and_temperature():
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 255, (2, 3, 32, 48), dtype=torch.uint8, generator=g)
+    s, t = torch.randn(2, 24, 16, generator=g), torch.randn(2, 24, 16, generator=g)
+    ex = widgets.AffinityExplorer(frames[0], frames[1], s, t, (4, 6))
+    first = ex.figure
+    assert ex.query == 2 * 6 + 3 and "teacher" in ex.info.value
+    ex.col.value = 0
+    assert ex.query == 12 and ex.figure is not first
+    ex.net.value = "student"
+    assert ex.temp.value == 0.1 and "student" in ex.info.value
+    before = ex.info.value
+    ex.temp.value = 0.3
+    assert ex.info.value != before
+
+
+def test_mask_explorer_counts_follow_ratio_and_mode():
+    img = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+    ex = widgets.MaskExplorer(img, 8)
+    assert int(ex.mask.sum()) == int(0.3 * 64)
+    ex.ratio.value = 0.5
+    assert int(ex.mask.sum()) == 32
+    ex.mode.value = "block"
+    assert 0 < int(ex.mask.sum()) <= 32 and "block" in ex.info.value
+
+
+def test_temperature_explorer_sharpens_and_centering_matters():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(8, 50, generator=g)
+    logits[:, 3] += 5  # one dimension dominates every sample: what centering removes
+    ex = widgets.TemperatureExplorer(logits, logits.mean(0, keepdim=True), student_logits=torch.randn(8, 50))
+    centered = ex.info.value
+    ex.centering.value = "not centered"
+    assert ex.info.value != centered
+    largest = lambda: float(ex.info.value.rsplit(" ", 1)[-1])
+    collapsed = largest()
+    ex.centering.value = "centered"
+    assert largest() < collapsed  # without centering the batch mean piles onto dimension 3

@@ -138,3 +138,31 @@ class TemperatureExplorer(Explorer):
         if self.s is not None:
             dists[f"student (tau={self.student_temp})"] = torch.softmax(self.s[self.row.value].float() / self.student_temp, -1)
         return viz.show_distributions(dists)
+
+
+class ClipExplorer(Explorer):
+    """Pick a video and a clip start; see the clip's frames at 8 fps with their global and local crops."""
+
+    def __init__(self, videos: list, crops_cfg):
+        from pathlib import Path
+
+        from .data.clips import load_clip_views
+        from .data.index import VideoIndex
+
+        self._load, self.cfg = load_clip_views, crops_cfg
+        index = VideoIndex.build([Path(v) for v in videos], progress=False)
+        self.starts = {Path(e.path).name: max(0, e.num_resampled(crops_cfg.fps) - crops_cfg.clip_len)
+                       for e in index.ok}
+        self.paths = {Path(e.path).name: e.path for e in index.ok}
+        self.video = W.Dropdown(options=list(self.paths), description="video")
+        self.start = _slider("clip start", 0, self.starts[self.video.value], 0)
+        self.seed = _slider("crop seed", 0, 20, 0)
+        self.video.observe(lambda c: setattr(self.start, "max", self.starts[c["new"]]), names="value")
+        super().__init__([self.video, self.start, self.seed], "Clip explorer")
+        self.render()
+
+    def draw(self):
+        v = self._load(self.paths[self.video.value], self.cfg, start=self.start.value, seed=self.seed.value)
+        self.views = v
+        self.info.value = f"source frames {v['indices'].tolist()} (resampled to {self.cfg.fps:g} fps)"
+        return viz.show_clip_crops(v["frames"], v["globals"], v["locals"], v["indices"].tolist())

@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	@-$(VENV)/bin/nbstripout --install >/dev/null 2>&1  # strip notebook outputs on commit (git filter)
 	@touch $(STAMP)
 
 install: $(STAMP)

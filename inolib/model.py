@@ -325,16 +325,18 @@ class INONetwork(nn.Module):
             index, valid = masked_positions(mask)  # (B, T, P)
             index = index.to(patches.device, non_blocking=True)
             P = index.shape[-1]
-            sel = patches.gather(1, index.reshape(B * T, P, 1).expand(-1, -1, patches.shape[-1]))
-            to_head.append(sel.reshape(B * T * P, -1))
+            D = patches.shape[-1]
+            sel = patches.gather(1, index.reshape(B * T, P, 1).expand(-1, -1, D))
+            to_head.append(sel.reshape(B * T * P, D))
             sizes.append(B * T * P)
         logits = self.head(torch.cat(to_head, dim=0))  # one head call for every token that feeds a loss
         parts = logits.split(sizes, dim=0)
-        out = {"cls_global": parts[0].reshape(B, T, -1)}
+        K = logits.shape[-1]
+        out = {"cls_global": parts[0].reshape(B, T, K)}
         if local_crops is not None:
-            out["cls_local"] = parts[1].reshape(B, T, M, -1)
+            out["cls_local"] = parts[1].reshape(B, T, M, K)
         if mask is not None:
-            out["patch"] = parts[-1].reshape(B, T, P, -1)
+            out["patch"] = parts[-1].reshape(B, T, P, K)
             out["patch_index"] = index
             out["patch_mask"] = valid.to(patches.device, non_blocking=True)
         return out

@@ -25,12 +25,15 @@ def data_dir() -> Path:
     raise FileNotFoundError("cannot find the bundled data/ folder; set INOLIB_DATA to its path")
 
 
-def setup(seed: int = 0) -> dict:
-    """Seed everything, pick the device, and print one line about the mode. Returns ``{"device", "smoke"}``."""
+def setup(seed: int = 0, smoke: bool | None = None) -> dict:
+    """Seed everything, pick the device, and print one line about the mode. Returns ``{"device", "smoke"}``.
+
+    ``smoke`` defaults to :func:`inolib.config.smoke_mode` (``INOLIB_SMOKE``).
+    """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    smoke = smoke_mode()
+    smoke = smoke_mode() if smoke is None else smoke
     device = torch.device("cuda" if torch.cuda.is_available() and not smoke else "cpu")
     mode = "SMOKE mode (INOLIB_SMOKE=1): tiny sizes, seconds on a CPU" if smoke else "full mode"
     print(f"inolib ready: {mode}; device {device}; torch {torch.__version__}")
@@ -102,8 +105,15 @@ def check_exercise(fn, reference, *args, atol: float = 1e-5) -> bool | None:
     if got is ...:
         print("exercise not attempted yet: fill in the function above and run this cell again")
         return None
-    want = reference(*args)
-    ok = torch.allclose(torch.as_tensor(got, dtype=torch.float64), torch.as_tensor(want, dtype=torch.float64),
-                        atol=atol)
+    want = torch.as_tensor(reference(*args), dtype=torch.float64)
+    try:
+        got_t = torch.as_tensor(got, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as e:
+        print(f"not yet: the result cannot be read as numbers ({e})")
+        return False
+    if got_t.shape != want.shape:
+        print(f"not yet: shape {tuple(got_t.shape)}, expected {tuple(want.shape)}")
+        return False
+    ok = torch.allclose(got_t, want, atol=atol)
     print("correct!" if ok else f"not yet: got {got}, expected {want}")
-    return ok
+    return bool(ok)

@@ -53,7 +53,8 @@ def train_step(student: nn.Module, teacher: nn.Module, criterion: INOLoss, optim
     terms = criterion(s, t, update_center=update_center, teacher_temp=teacher_temp)
     loss = terms["loss"]
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite loss {float(loss)}: " + ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items()))
+        raise FloatingPointError(f"non-finite loss {float(loss.detach())}: "
+                                 + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items()))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if clip_grad > 0:
@@ -62,7 +63,7 @@ def train_step(student: nn.Module, teacher: nn.Module, criterion: INOLoss, optim
                 torch.nn.utils.clip_grad_norm_(p, clip_grad)
     optimizer.step()
     ema_update(student, teacher, momentum)
-    out = {k: float(v) for k, v in terms.items()}
+    out = {k: float(v.detach()) for k, v in terms.items()}
     tt = criterion.cfg.teacher_temp if teacher_temp is None else teacher_temp
     out.update(collapse_monitors(t["cls_global"], center_before, tt))
     return out

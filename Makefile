@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all install demo test unit notebooks lab clean
+.PHONY: all install demo test unit notebooks lab clean test-browser
 
 all: test
 
@@ -39,3 +39,10 @@ lab: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# Widgets in a real browser: JupyterLab on localhost + Debian's Chromium driven by Playwright.
+# Installs chromium with apt-get (needs root or sudo) and playwright into .venv; screenshots in test-output/browser.
+test-browser: $(STAMP)
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install --quiet playwright
+	$(PY) tests/browser/check_widgets.py --notebooks notebooks/02_out_g2g.ipynb notebooks/04_in_mim.ipynb notebooks/05_in_aff.ipynb

@@ -1,0 +1,225 @@
+"""Label propagation for semi-supervised video object segmentation (App. A.2; released kernel, ref §6).
+
+The first frame's labels are carried through the video by feature similarity. For each target frame t:
+
+    context   = the first frame + the ``num_context`` previous frames (their features and soft labels)
+    sim       = cosine similarity of every target position to every context position
+    window    = only context positions within ``radius`` patch cells of the query (a square window,
+                Chebyshev distance, applied to every context frame: the released code)
+    top-k     = the k most similar context positions, taken jointly over all context frames
+    weights   = exp(sim / temperature), normalised over the kept k (= a softmax over them)
+    labels_t  = sum of weights x the context frames' soft labels
+
+Everything is vectorised: the window comes from index arithmetic (never a cache of an hw x hw matrix),
+queries are processed in chunks sized from a memory budget, and only the context frames' features are
+kept (a queue), so peak memory does not depend on the length of the video.
+
+Protocols (``PROTOCOLS``): ``"ino"`` (App. A.2, DAVIS: k=5, 10 context frames, radius 40), ``"ino_ytvos"``
+(20 frames, radius 50), ``"dino"`` (DINO's eval_video_segmentation: 7 frames, radius 12; use hard first
+labels), ``"crw"`` (k=10, temperature 0.05, 20 frames, a Euclidean radius 12 not applied to the first frame;
+CRW also pads the context with copies of frame 0, which is not reproduced here).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+PROTOCOLS = {
+    "ino": dict(topk=5, num_context=10, radius=40, temperature=0.1, window="square", window_on_first=True),
+    "ino_ytvos": dict(topk=5, num_context=20, radius=50, temperature=0.1, window="square", window_on_first=True),
+    "dino": dict(topk=5, num_context=7, radius=12, temperature=0.1, window="square", window_on_first=True),
+    "crw": dict(topk=10, num_context=20, radius=12, temperature=0.05, window="circle", window_on_first=False),
+}
+
+
+def context_indices(t: int, t0: int = 0, num_context: int = 10) -> list[int]:
+    """Context frames of target ``t`` for a reference starting at ``t0``: ``[t0] + [max(t - n, t0 + 1) .. t - 1]``."""
+    return [t0] + list(range(max(t - num_context, t0 + 1), t))
+
+
+def window_mask(grid: tuple[int, int], radius: int, rows: torch.Tensor | None = None, shape: str = "square",
+                device=None) -> torch.Tensor:
+    """Which source cells each query cell may look at: bool (Q, h*w), from index arithmetic.
+
+    Args:
+        grid: (h, w) patch grid; rows: optional (Q,) query indices (default: all h*w).
+        shape: ``"square"`` (|di| <= r and |dj| <= r, the released code) or ``"circle"`` (di^2 + dj^2 < r^2, CRW).
+    """
+    h, w = grid
+    src = torch.arange(h * w, device=device)
+    rows = src if rows is None else rows.to(device=src.device)
+    dy = (rows // w)[:, None] - (src // w)[None, :]
+    dx = (rows % w)[:, None] - (src % w)[None, :]
+    if shape == "square":
+        return (dy.abs() <= radius) & (dx.abs() <= radius)
+    if shape == "circle":
+        return dy * dy + dx * dx < radius * radius
+    raise ValueError(f"window shape must be 'square' or 'circle', got {shape!r}")
+
+
+def _chunk_size(num_sources: int, max_bytes: int) -> int:
+    # per query: similarities (fp32) + window mask (bool) + masked copy, about 9 bytes per source
+    return max(1, min(65536, max_bytes // max(1, 9 * num_sources)))
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Bytes the similarity chunks may use: a quarter of free GPU memory (at most 4 GiB), or 256 MiB on a CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(min(free // 4, 4 << 30))
+    return 256 << 20
+
+
+def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_labels: torch.Tensor, *,
+                    topk: int = 5, radius: int = 40, temperature: float = 0.1, window: str = "square",
+                    window_on_first: bool = True, max_bytes: int | None = None) -> torch.Tensor:
+    """Soft labels of one target frame.
+
+    Args:
+        query: (D, h, w) features of the target frame (any scale; L2-normalised here).
+        context_feats: (NC, D, h, w) features of the context frames, the first frame first.
+        context_labels: (NC, C, h, w) their soft labels.
+    Returns:
+        (C, h, w) soft labels.
+    """
+    D, h, w = query.shape
+    NC, C = context_labels.shape[:2]
+    hw = h * w
+    q = F.normalize(query.reshape(D, hw).float(), dim=0)  # (D, hw)
+    keys = F.normalize(context_feats.reshape(NC, D, hw).float(), dim=1).permute(1, 0, 2).reshape(D, NC * hw)
+    labels = context_labels.reshape(NC, C, hw).float().permute(1, 0, 2).reshape(C, NC * hw)
+    budget = max_bytes if max_bytes is not None else default_memory_budget(query.device)
+    chunk = _chunk_size(NC * hw, budget)
+    out = []
+    for start in range(0, hw, chunk):
+        rows = torch.arange(start, min(start + chunk, hw), device=query.device)
+        sim = q[:, rows].T @ keys  # (Q, NC*hw) cosine similarities
+        allowed = window_mask((h, w), radius, rows, window, device=query.device)  # (Q, hw)
+        allowed = allowed[:, None, :].expand(-1, NC, -1).clone()
+        if not window_on_first:
+            allowed[:, 0] = True
+        sim = sim.masked_fill(~allowed.reshape(len(rows), NC * hw), float("-inf"))
+        val, idx = sim.topk(min(topk, NC * hw), dim=1)  # jointly over every context frame
+        weight = torch.softmax(val / temperature, dim=1)  # exp(s/T) normalised over the kept k
+        out.append((labels[:, idx] * weight).sum(-1))  # (C, Q)
+    return torch.cat(out, dim=1).reshape(C, h, w)
+
+
+def _valid(labels: torch.Tensor) -> torch.Tensor:
+    """(C, 1, 1) 1.0 for channels with any mass."""
+    return (labels.flatten(1).sum(1) > 0).to(labels.dtype)[:, None, None]
+
+
+class Propagator:
+    """Frame-by-frame propagation with a queue of context features (streaming; memory independent of length).
+
+    ``Propagator(first_feat (D,h,w), first_labels (C,h,w), **protocol)``, then ``step(feat) -> (C,h,w)`` for
+    frames 1, 2, ... ``step(feat, new_labels=(C,h,w))`` adds objects that first appear in this frame
+    (YouTube-VOS): as in the released code, they overwrite the prediction where they are and start a
+    reference of their own (with its own context), whose valid channels are merged into later frames.
+    """
+
+    def __init__(self, first_feat: torch.Tensor, first_labels: torch.Tensor, *, topk: int = 5,
+                 num_context: int = 10, radius: int = 40, temperature: float = 0.1, window: str = "square",
+                 window_on_first: bool = True, max_bytes: int | None = None):
+        self.kw = dict(topk=topk, radius=radius, temperature=temperature, window=window,
+                       window_on_first=window_on_first, max_bytes=max_bytes)
+        self.num_context = num_context
+        self.t = 0
+        # each reference: [first feature, first labels, valid channels, deque of (feature, labels)]
+        self.refs = [self._reference(first_feat, first_labels)]
+
+    def _reference(self, feat, labels):
+        return {"feat": feat, "labels": labels.float(), "valid": _valid(labels.float()),
+                "queue": deque(maxlen=self.num_context)}
+
+    def step(self, feat: torch.Tensor, new_labels: torch.Tensor | None = None) -> torch.Tensor:
+        self.t += 1
+        merged = None
+        for ref in self.refs:
+            feats = torch.stack([ref["feat"]] + [f for f, _ in ref["queue"]])
+            labels = torch.stack([ref["labels"]] + [l for _, l in ref["queue"]])
+            pred = ref["valid"] * propagate_frame(feat, feats, labels, **self.kw)
+            merged = pred if merged is None else merged + pred
+        if new_labels is not None:
+            new_labels = new_labels.float()
+            cover = new_labels.sum(0, keepdim=True)
+            merged = (1 - cover) * merged + cover * new_labels
+            self.refs.append(self._reference(feat, new_labels))
+        for i, ref in enumerate(self.refs):
+            if new_labels is not None and i == len(self.refs) - 1:
+                continue  # a new reference's first frame is this frame
+            ref["queue"].append((feat, merged))
+        return merged
+
+
+def propagate(features, first_labels: torch.Tensor, *, topk: int = 5, num_context: int = 10, radius: int = 40,
+              temperature: float = 0.1, window: str = "square", window_on_first: bool = True,
+              new_labels: dict[int, torch.Tensor] | None = None, max_bytes: int | None = None) -> torch.Tensor:
+    """Propagate ``first_labels`` (C, h, w) through ``features`` (T, D, h, w) (or an iterable of (D, h, w)).
+
+    Returns (T, C, h, w) soft labels; frame 0 is ``first_labels``. ``new_labels`` maps a frame index to the
+    labels of objects first appearing there (YouTube-VOS). Defaults: App. A.2 for DAVIS.
+    """
+    it = iter(features)
+    first = next(it)
+    prop = Propagator(first, first_labels, topk=topk, num_context=num_context, radius=radius,
+                      temperature=temperature, window=window, window_on_first=window_on_first, max_bytes=max_bytes)
+    out = [first_labels.float()]
+    for t, feat in enumerate(it, start=1):
+        out.append(prop.step(feat, (new_labels or {}).get(t)))
+    return torch.stack(out)
+
+
+# -- labels on the feature grid and back --------------------------------------------------------------
+
+def labels_to_grid(mask: torch.Tensor, num_classes: int, grid: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Integer mask (H, W) -> soft labels (C, h, w) on the feature grid.
+
+    ``"bilinear"``: one-hot at full size, bilinear with ``align_corners=True`` (released, soft labels);
+    ``"nearest"``: nearest resize then one-hot (DINO, hard labels). Ids >= ``num_classes`` (void 255) get no channel.
+    """
+    m = mask.long()
+    if mode == "nearest":
+        small = F.interpolate(m[None, None].float(), size=grid, mode="nearest")[0, 0].long()
+        onehot = (small[None] == torch.arange(num_classes, device=m.device)[:, None, None]).float()
+        return onehot
+    if mode != "bilinear":
+        raise ValueError(f"mode must be 'bilinear' or 'nearest', got {mode!r}")
+    onehot = (m[None] == torch.arange(num_classes, device=m.device)[:, None, None]).float()
+    return F.interpolate(onehot[None], size=grid, mode="bilinear", align_corners=True)[0]
+
+
+def labels_to_ids(soft: torch.Tensor, size: tuple[int, int], patch_size: int, norm: bool = True) -> torch.Tensor:
+    """Soft labels (C, h, w) -> uint8 ids (H, W) at the original frame size, as released: upsample by the patch
+    size (bilinear), per-channel min-max normalisation (``norm``), argmax, nearest resize to ``size`` (H, W)."""
+    up = F.interpolate(soft[None].float(), scale_factor=patch_size, mode="bilinear", align_corners=False)[0]
+    if norm:
+        lo = up.flatten(1).min(1).values[:, None, None]
+        hi = up.flatten(1).max(1).values[:, None, None]
+        scaled = (up - lo) / (hi - lo).clamp_min(1e-12)
+        up = torch.where(hi > 0, scaled, up)
+    ids = up.argmax(0).to(torch.uint8).cpu().numpy()
+    H, W = size
+    return torch.from_numpy(np.array(Image.fromarray(ids).resize((W, H), Image.NEAREST)))
+
+
+@dataclass
+class FrameSize:
+    """How a frame is resized for feature extraction (released: short side 480, long side floored to the patch)."""
+
+    height: int
+    width: int
+
+    @classmethod
+    def for_frame(cls, H: int, W: int, short_side: int | None = 480, multiple: int = 8) -> "FrameSize":
+        if short_side:
+            s = short_side / min(H, W)
+            H, W = (short_side, int(W * s)) if H <= W else (int(H * s), short_side)
+        return cls(H - H % multiple, W - W % multiple)

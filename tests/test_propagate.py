@@ -1,0 +1,155 @@
+"""Label propagation against a plain transcription of the released kernel and context rule."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from inolib.propagate import (PROTOCOLS, FrameSize, Propagator, context_indices, labels_to_grid, labels_to_ids,
+                              propagate, propagate_frame, window_mask)
+
+
+def released_window(h, w, r):
+    """Brute force: the released restrict_neighborhood (loops over cells)."""
+    m = torch.zeros(h, w, h, w)
+    for i in range(h):
+        for j in range(w):
+            for p in range(2 * r + 1):
+                for q in range(2 * r + 1):
+                    a, b = i - r + p, j - r + q
+                    if 0 <= a < h and 0 <= b < w:
+                        m[i, j, a, b] = 1
+    return m.reshape(h * w, h * w)
+
+
+def released_kernel(ctx_feats, query, ctx_labels, neigh, topk=5, chunk=7):
+    """labelprop/dino.py (use_efficient): exp(cos/0.1) * window, top-k over all sources, normalise, matmul."""
+    NC, D, h, w = ctx_feats.shape
+    C = ctx_labels.shape[1]
+    src = F.normalize(ctx_feats.reshape(NC, D, h * w), dim=1)
+    tar = F.normalize(query.reshape(D, h * w).T, dim=1)[None].repeat(NC, 1, 1)
+    segs = ctx_labels.reshape(NC, C, -1).transpose(2, 1).reshape(-1, C).T
+    out = []
+    for bs in range(0, h * w, chunk):
+        t = tar[:, bs:bs + chunk]
+        aff = torch.exp(torch.bmm(t, src) / 0.1) * neigh[bs:bs + chunk]
+        aff = aff.transpose(2, 1).reshape(-1, t.shape[1])
+        kth = torch.topk(aff, dim=0, k=topk).values.min(0).values
+        aff[aff < kth] = 0
+        aff = aff / aff.sum(0, keepdim=True)
+        out.append(segs @ aff)
+    return torch.cat(out, -1).reshape(C, h, w)
+
+
+def released_video(feats, first_labels, topk=5, n_last=10, radius=40):
+    T, D, h, w = feats.shape
+    neigh = released_window(h, w, radius)
+    labels = {0: first_labels}
+    for t in range(1, T):
+        idx = [0] + [max(tt, 0) for tt in range(t - n_last, t) if max(tt, 0) != 0]
+        labels[t] = released_kernel(feats[idx], feats[t], torch.stack([labels[i] for i in idx]), neigh, topk)
+    return torch.stack([labels[t] for t in range(T)])
+
+
+def test_context_rule():
+    assert context_indices(1) == [0]
+    assert context_indices(5) == [0, 1, 2, 3, 4]
+    assert context_indices(12) == [0] + list(range(2, 12))
+    assert context_indices(9, t0=4, num_context=3) == [4, 6, 7, 8]
+    assert context_indices(5, t0=4) == [4]
+
+
+@pytest.mark.parametrize("h,w,r", [(5, 7, 1), (6, 4, 2), (3, 9, 40)])
+def test_window_equals_brute_force(h, w, r):
+    assert torch.equal(window_mask((h, w), r).float(), released_window(h, w, r))
+    circle = window_mask((h, w), r, shape="circle")
+    i, j = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    d2 = (i.flatten()[:, None] - i.flatten()[None]) ** 2 + (j.flatten()[:, None] - j.flatten()[None]) ** 2
+    assert torch.equal(circle, d2 < r * r)
+
+
+@pytest.mark.parametrize("radius,chunk_bytes", [(40, None), (2, 3000), (1, 10**9)])
+def test_propagate_equals_released_transcription(radius, chunk_bytes):
+    g = torch.Generator().manual_seed(0)
+    T, D, h, w, C = 14, 16, 6, 8, 3
+    feats = torch.randn(T, D, h, w, generator=g)
+    first = torch.softmax(torch.randn(C, h, w, generator=g) * 3, 0)
+    ours = propagate(feats, first, topk=5, num_context=10, radius=radius, max_bytes=chunk_bytes)
+    ref = released_video(feats, first, topk=5, n_last=10, radius=radius)
+    assert ours.shape == (T, C, h, w)
+    assert (ours - ref).abs().max() < 1e-5
+    assert torch.equal(ours.argmax(1), ref.argmax(1))
+    assert torch.equal(ours[0], first)
+
+
+def test_identity_video_reproduces_the_first_mask():
+    g = torch.Generator().manual_seed(1)
+    D, h, w = 64, 6, 9
+    f = torch.randn(D, h, w, generator=g)
+    feats = f.expand(12, -1, -1, -1)
+    mask = torch.zeros(h * 8, w * 8, dtype=torch.long)
+    mask[8:30, 16:50] = 1
+    mask[30:, 50:] = 2
+    first = labels_to_grid(mask, 3, (h, w), mode="nearest")
+    soft = propagate(feats, first)
+    for t in range(12):
+        assert torch.equal(soft[t].argmax(0), first.argmax(0))
+        assert torch.equal(labels_to_ids(soft[t], (h * 8, w * 8), 8), labels_to_ids(first, (h * 8, w * 8), 8))
+
+
+def test_crw_window_not_applied_to_first_frame():
+    D, h, w = 8, 4, 12
+    g = torch.Generator().manual_seed(2)
+    base = torch.randn(D, h, w, generator=g)
+    moved = torch.roll(base, shifts=6, dims=2)  # the content moved 6 cells to the right
+    labels = torch.zeros(2, h, w)
+    labels[1, :, :3] = 1
+    labels[0] = 1 - labels[1]
+    ctx = base[None]
+    boxed = propagate_frame(moved, ctx, labels[None], topk=1, radius=2, window="square")
+    free = propagate_frame(moved, ctx, labels[None], topk=1, radius=2, window="circle", window_on_first=False)
+    assert torch.equal(free.argmax(0), torch.roll(labels, 6, dims=2).argmax(0))  # found far away
+    assert not torch.equal(boxed.argmax(0), free.argmax(0))  # the window forbids it
+    assert set(PROTOCOLS) >= {"ino", "dino", "crw"} and PROTOCOLS["ino"]["radius"] == 40
+
+
+def test_late_object_starts_its_own_reference():
+    g = torch.Generator().manual_seed(3)
+    T, D, h, w = 6, 32, 5, 5
+    feats = torch.randn(T, D, h, w, generator=g)
+    first = torch.zeros(3, h, w)
+    first[0] = 1
+    first[0, :2, :2], first[1, :2, :2] = 0, 1
+    late = torch.zeros(3, h, w)
+    late[2, 3:, 3:] = 1
+    soft = propagate(feats, first, new_labels={3: late})
+    assert torch.equal(soft[3][2, 3:, 3:], torch.ones(2, 2))  # pasted where it appears
+    assert soft[:3, 2].abs().sum() == 0  # absent before
+    assert soft[4:, 2].sum() > 0  # propagated after
+
+
+def test_labels_to_grid_and_back_and_frame_size():
+    mask = torch.zeros(48, 64, dtype=torch.long)
+    mask[10:37, 13:45] = 1
+    mask[0, 0] = 255  # void gets no channel
+    soft = labels_to_grid(mask, 2, (6, 8))
+    assert soft.shape == (2, 6, 8)
+    total = soft.sum(0)
+    assert total[0, 0] == 0  # align_corners=True samples the void corner pixel itself: no channel
+    assert torch.allclose(total.flatten()[1:], torch.ones(47), atol=1e-6)
+    assert ((soft[1] > 0) & (soft[1] < 1)).any()  # bilinear: soft at the object's border
+    hard = labels_to_grid(mask, 2, (6, 8), mode="nearest")
+    assert set(hard.unique().tolist()) <= {0.0, 1.0}
+    ids = labels_to_ids(hard, (48, 64), 8)
+    assert ids.shape == (48, 64) and ids.dtype == torch.uint8
+    assert (ids == (mask == 1).to(torch.uint8)).float().mean() > 0.9
+    assert FrameSize.for_frame(480, 854) == FrameSize(480, 848)  # 60 x 106 patches
+    assert FrameSize.for_frame(720, 1280) == FrameSize(480, 848)
+    assert FrameSize.for_frame(720, 1296, short_side=None) == FrameSize(720, 1296)
+
+
+def test_streaming_memory_is_bounded_by_the_context():
+    g = torch.Generator().manual_seed(4)
+    p = Propagator(torch.randn(4, 3, 3, generator=g), torch.ones(2, 3, 3) / 2, num_context=3)
+    for _ in range(10):
+        p.step(torch.randn(4, 3, 3, generator=g))
+    assert len(p.refs[0]["queue"]) == 3

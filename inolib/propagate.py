@@ -7,7 +7,7 @@ The first frame's labels are carried through the video by feature similarity. Fo
     window    = only context positions within ``radius`` patch cells of the query (a square window,
                 Chebyshev distance, applied to every context frame: the released code)
     top-k     = the k most similar context positions, taken jointly over all context frames
-    weights   = exp(sim / temperature), normalised over the kept k (= a softmax over them)
+    weights   = exp(sim / temperature), normalised over the kept k (entries tied with the k-th are kept)
     labels_t  = sum of weights x the context frames' soft labels
 
 Everything is vectorised: the window comes from index arithmetic (never a cache of an hw x hw matrix),
@@ -64,22 +64,24 @@ def window_mask(grid: tuple[int, int], radius: int, rows: torch.Tensor | None = 
 
 
 def _chunk_size(num_sources: int, max_bytes: int) -> int:
-    # per query: similarities (fp32) + window mask (bool) + masked copy, about 9 bytes per source
-    return max(1, min(65536, max_bytes // max(1, 9 * num_sources)))
+    # per query: the fp32 affinity row (4 bytes per source) plus a comparison mask (1 byte per source)
+    return max(1, min(65536, max_bytes // max(1, 5 * num_sources)))
 
 
 def default_memory_budget(device: torch.device) -> int:
-    """Bytes the similarity chunks may use: a quarter of free GPU memory (at most 4 GiB), or 256 MiB on a CPU."""
+    """Bytes the affinity chunks may use: a quarter of free GPU memory (at most 4 GiB), or 24 MiB on a CPU
+    (below glibc's 32 MiB mmap threshold, so the buffer is reused instead of page-faulted in every chunk)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(min(free // 4, 4 << 30))
-    return 256 << 20
+    return 24 << 20
 
 
+@torch.no_grad()
 def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_labels: torch.Tensor, *,
                     topk: int = 5, radius: int = 40, temperature: float = 0.1, window: str = "square",
                     window_on_first: bool = True, max_bytes: int | None = None) -> torch.Tensor:
-    """Soft labels of one target frame.
+    """Soft labels of one target frame, exactly the released kernel's arithmetic.
 
     Args:
         query: (D, h, w) features of the target frame (any scale; L2-normalised here).
@@ -87,6 +89,10 @@ def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_la
         context_labels: (NC, C, h, w) their soft labels.
     Returns:
         (C, h, w) soft labels.
+
+    Per chunk of queries: ``aff = exp(cos / temperature)`` over every context position, zeroed outside the
+    window; every entry at least the k-th largest of its row is kept (ties included, as released), the rest
+    zeroed; rows normalised; labels = context labels x weights. All in place on one (Q, NC*hw) buffer.
     """
     D, h, w = query.shape
     NC, C = context_labels.shape[:2]
@@ -96,19 +102,22 @@ def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_la
     labels = context_labels.reshape(NC, C, hw).float().permute(1, 0, 2).reshape(C, NC * hw)
     budget = max_bytes if max_bytes is not None else default_memory_budget(query.device)
     chunk = _chunk_size(NC * hw, budget)
-    out = []
+    k = min(topk, NC * hw)
+    out = torch.empty(C, hw, device=query.device)
     for start in range(0, hw, chunk):
         rows = torch.arange(start, min(start + chunk, hw), device=query.device)
-        sim = q[:, rows].T @ keys  # (Q, NC*hw) cosine similarities
-        allowed = window_mask((h, w), radius, rows, window, device=query.device)  # (Q, hw)
-        allowed = allowed[:, None, :].expand(-1, NC, -1).clone()
-        if not window_on_first:
-            allowed[:, 0] = True
-        sim = sim.masked_fill(~allowed.reshape(len(rows), NC * hw), float("-inf"))
-        val, idx = sim.topk(min(topk, NC * hw), dim=1)  # jointly over every context frame
-        weight = torch.softmax(val / temperature, dim=1)  # exp(s/T) normalised over the kept k
-        out.append((labels[:, idx] * weight).sum(-1))  # (C, Q)
-    return torch.cat(out, dim=1).reshape(C, h, w)
+        aff = (q[:, rows].T @ keys).div_(temperature).exp_()  # (Q, NC*hw)
+        allowed = window_mask((h, w), radius, rows, window, device=query.device).to(aff.dtype)  # (Q, hw)
+        view = aff.view(len(rows), NC, hw)
+        if window_on_first:
+            view.mul_(allowed[:, None, :])
+        else:
+            view[:, 1:].mul_(allowed[:, None, :])
+        kth = aff.topk(k, dim=1).values[:, -1:]  # jointly over every context frame
+        aff.masked_fill_(aff < kth, 0.0)
+        aff.div_(aff.sum(1, keepdim=True))
+        out[:, start:start + len(rows)] = labels @ aff.T  # (C, Q)
+    return out.reshape(C, h, w)
 
 
 def _valid(labels: torch.Tensor) -> torch.Tensor:

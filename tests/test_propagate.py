@@ -40,13 +40,14 @@ def released_kernel(ctx_feats, query, ctx_labels, neigh, topk=5, chunk=7):
     return torch.cat(out, -1).reshape(C, h, w)
 
 
-def released_video(feats, first_labels, topk=5, n_last=10, radius=40):
+def released_video(feats, first_labels, topk=5, n_last=10, radius=40, neigh=None, chunk=7):
+    """The released per-frame loop; ``neigh`` (hw, hw) is the precomputed window (built by brute force if None)."""
     T, D, h, w = feats.shape
-    neigh = released_window(h, w, radius)
+    neigh = released_window(h, w, radius) if neigh is None else neigh
     labels = {0: first_labels}
     for t in range(1, T):
         idx = [0] + [max(tt, 0) for tt in range(t - n_last, t) if max(tt, 0) != 0]
-        labels[t] = released_kernel(feats[idx], feats[t], torch.stack([labels[i] for i in idx]), neigh, topk)
+        labels[t] = released_kernel(feats[idx], feats[t], torch.stack([labels[i] for i in idx]), neigh, topk, chunk)
     return torch.stack([labels[t] for t in range(T)])
 
 

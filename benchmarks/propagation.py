@@ -1,0 +1,100 @@
+"""Feature extraction and label propagation at 480p on the bundled DAVIS sample, and our propagation against a
+plain transcription of the released chunked kernel (labelprop/dino.py) on the same features, in the same run.
+
+    python benchmarks/propagation.py [--frames 12] [--device cpu] [--sequence blackswan]
+
+A random-init ViT-S/8 gives the features (speed does not depend on the weights). Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_propagate import released_video  # noqa: E402  (the transcription the tests check against)
+
+from inolib import config as C  # noqa: E402
+from inolib.data import read_davis_sequence  # noqa: E402
+from inolib.model import build_backbone  # noqa: E402
+from inolib.propagate import FrameSize, labels_to_grid, propagate, window_mask  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=12)
+    ap.add_argument("--sequence", default="blackswan")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch", type=int, default=2, help="frames per feature-extraction batch")
+    ap.add_argument("--skip-released", action="store_true")
+    args = ap.parse_args()
+    dev = torch.device(args.device)
+    cfg = C.charades()
+    seq = read_davis_sequence(REPO / "data/davis_sample/DAVIS", args.sequence)
+    T = min(args.frames, seq.num_frames)
+    frames = seq.load_frames(list(range(T)))
+    H, W = frames.shape[-2:]
+    size = FrameSize.for_frame(H, W, cfg.propagation.short_side, cfg.model.patch_size)
+    mean = torch.tensor(cfg.crops.mean, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.crops.std, device=dev).view(1, 3, 1, 1)
+    vit = build_backbone(cfg.model).to(dev).eval()
+    torch.manual_seed(0)
+
+    feats = []
+    sync(dev)
+    t0 = time.perf_counter()
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        for i in range(0, T, args.batch):
+            x = frames[i:i + args.batch].to(dev).float() / 255
+            x = F.interpolate(x, size=(size.height, size.width), mode="bilinear", align_corners=False)
+            feats.append(vit.patch_feature_map((x - mean) / std, block=cfg.propagation.feature_block).float())
+    sync(dev)
+    t_feat = time.perf_counter() - t0
+    feats = torch.cat(feats)  # (T, D, h, w)
+    h, w = feats.shape[-2:]
+    first = labels_to_grid(seq.first_labels().to(dev), seq.num_objects + 1, (h, w))
+    p = cfg.propagation
+
+    sync(dev)
+    t0 = time.perf_counter()
+    ours = propagate(feats, first, topk=p.topk, num_context=p.num_context, radius=p.radius, temperature=p.temperature)
+    sync(dev)
+    t_ours = time.perf_counter() - t0
+    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, device {dev}"
+          + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "") + f"; torch {torch.__version__}")
+    print(f"{args.sequence}: {T} frames {H}x{W} -> {size.height}x{size.width}, grid {h}x{w}; ViT-S/8 block "
+          f"{p.feature_block}; k={p.topk}, {p.num_context} context frames, radius {p.radius}")
+    print(f"feature extraction: {T / t_feat:.2f} frames/s ({t_feat:.1f} s)")
+    print(f"propagation (inolib): {(T - 1) / t_ours:.2f} frames/s ({t_ours:.2f} s)")
+    if not args.skip_released:
+        # the released code loads this (hw x hw) window from a disk cache: build it outside the timing
+        neigh = window_mask((h, w), p.radius, device=dev).float()
+        sync(dev)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            ref = released_video(feats, first, topk=p.topk, n_last=p.num_context, radius=p.radius, neigh=neigh,
+                                 chunk=100)
+        sync(dev)
+        t_ref = time.perf_counter() - t0
+        same = torch.equal(ours.argmax(1), ref.argmax(1))
+        print(f"propagation (released kernel transcription, chunks of 100 queries, same device): "
+              f"{(T - 1) / t_ref:.3f} frames/s ({t_ref:.1f} s)")
+        print(f"speed-up {t_ref / t_ours:.1f}x; max |soft label difference| {(ours - ref).abs().max():.2e}; "
+              f"identical argmax: {same}")
+
+
+if __name__ == "__main__":
+    main()

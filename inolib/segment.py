@@ -1,0 +1,124 @@
+"""Video object segmentation with a trained backbone: features -> label propagation -> id masks -> PNG files.
+
+    vit, report = checkpoint.load_backbone("checkpoint.pth")
+    segment_davis(vit, "DAVIS", "results/davis", cfg.propagation)     # results/davis/<seq>/00000.png ...
+
+Frames are resized as the released code does (short side 480, long side floored to a multiple of the patch
+size), normalised with ImageNet statistics, and encoded in batches up to the chosen block (block 7 through the
+final norm by default); only the blocks needed run. Features are extracted once per frame and streamed into
+the propagator, whose context queue bounds memory whatever the video's length.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .config import IMAGENET_MEAN, IMAGENET_STD, PropagationConfig
+from .data.vos import VOSSequence, davis_palette, list_davis_sequences, read_davis_sequence
+from .model import INOViT
+from .propagate import FrameSize, Propagator, labels_to_grid, labels_to_ids
+
+
+@torch.no_grad()
+def extract_features(vit: INOViT, load, num_frames: int, size: FrameSize, block: int, batch: int = 4,
+                     device: str | torch.device = "cpu", amp: bool = True) -> Iterator[torch.Tensor]:
+    """Yield the (D, h, w) feature map of each frame, computed ``batch`` frames at a time.
+
+    ``load(indices) -> uint8 (B, 3, H, W)`` reads frames (e.g. ``VOSSequence.load_frames``). bf16 autocast on a
+    GPU when ``amp``; features are returned in float32.
+    """
+    dev = torch.device(device)
+    mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
+    use_amp = amp and dev.type == "cuda"
+    for start in range(0, num_frames, batch):
+        idx = list(range(start, min(start + batch, num_frames)))
+        x = load(idx).to(dev, non_blocking=True).float().div_(255)
+        x = F.interpolate(x, size=(size.height, size.width), mode="bilinear", align_corners=False, antialias=True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            fmap = vit.patch_feature_map((x - mean) / std, block=block)
+        yield from fmap.float()
+
+
+def _num_classes(seq: VOSSequence) -> int:
+    return max(seq.object_ids, default=0) + 1
+
+
+@torch.no_grad()
+def segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, device: str | torch.device = "cpu",
+                     batch: int = 4, first_label_mode: str = "bilinear") -> torch.Tensor:
+    """Propagate the sequence's given masks through all its frames: uint8 ids (T, H, W) at the original size.
+
+    Objects whose first mask is on a later frame (YouTube-VOS) join at that frame (see :class:`Propagator`).
+    """
+    H, W = seq.size
+    patch = vit.patch_embed.patch_size[0]
+    size = FrameSize.for_frame(H, W, cfg.short_side, cfg.round_to if cfg.round_to else patch)
+    grid = (size.height // patch, size.width // patch)
+    C = _num_classes(seq)
+    dev = torch.device(device)
+    starts: dict[int, torch.Tensor] = {}
+    for t in sorted(set(seq.first_frame.values()) | {0}):
+        mask = seq.load_mask(t).long() if t in seq.mask_paths else torch.zeros(H, W, dtype=torch.long)
+        if t > 0:  # only the objects that first appear here
+            new = [o for o, f in seq.first_frame.items() if f == t]
+            mask = torch.where(torch.isin(mask, torch.tensor(new)), mask, torch.zeros_like(mask))
+        labels = labels_to_grid(mask.to(dev), C, grid, first_label_mode)
+        if t > 0:
+            labels[0] = 0  # a late reference carries only its new objects
+        starts[t] = labels
+    feats = extract_features(vit, seq.load_frames, seq.num_frames, size, cfg.feature_block, batch, dev)
+    if 0 in seq.mask_paths:  # frame 0 is the given mask (void 255 written as background)
+        m0 = seq.load_mask(0)
+        out = [torch.where(m0 == 255, torch.zeros_like(m0), m0)]
+    else:
+        out = [labels_to_ids(starts[0], (H, W), patch)]
+    prop = None
+    for t, f in enumerate(feats):
+        if t == 0:
+            prop = Propagator(f, starts[0], topk=cfg.topk, num_context=cfg.num_context, radius=cfg.radius,
+                              temperature=cfg.temperature)
+            continue
+        soft = prop.step(f, starts.get(t))
+        out.append(labels_to_ids(soft, (H, W), patch))
+    return torch.stack(out)
+
+
+def write_ids_png(path: str | Path, ids: torch.Tensor | np.ndarray, palette: np.ndarray | None = None) -> Path:
+    """Write an id map (H, W) as an indexed palette PNG (DAVIS palette by default)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.uint8)
+    im = Image.fromarray(arr, mode="P")
+    im.putpalette((davis_palette() if palette is None else np.asarray(palette, dtype=np.uint8)).flatten().tolist())
+    im.save(path)
+    return path
+
+
+def segment_davis(vit: INOViT, davis_root: str | Path, out_dir: str | Path, cfg: PropagationConfig,
+                  split: str = "val", sequences: list[str] | None = None, device: str | torch.device = "cpu",
+                  resume: bool = False, progress: bool = True, resolution: str = "480p") -> list[str]:
+    """Segment every sequence of a DAVIS split and write ``out_dir/<seq>/<frame>.png``; returns the sequences done.
+
+    With ``resume`` a sequence whose PNGs are all present is skipped.
+    """
+    out_dir = Path(out_dir)
+    names = sequences or list_davis_sequences(davis_root, split, resolution)
+    done = []
+    for name in tqdm(names, desc="sequences", unit="seq", disable=not progress):
+        seq = read_davis_sequence(davis_root, name, resolution)
+        target = out_dir / name
+        if resume and target.is_dir() and len(list(target.glob("*.png"))) == seq.num_frames:
+            continue
+        ids = segment_sequence(vit, seq, cfg, device)
+        for path, m in zip(seq.frame_paths, ids):
+            write_ids_png(target / f"{Path(path).stem}.png", m, seq.palette)
+        done.append(name)
+    return done

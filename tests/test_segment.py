@@ -1,0 +1,53 @@
+"""Segmenting DAVIS and YouTube-VOS sequences with a (tiny) backbone and writing palette PNGs."""
+
+import numpy as np
+import torch
+from PIL import Image
+
+from inolib import config as C
+from inolib.data import make_synthetic_video, read_davis_sequence, read_ytvos_sequence, write_ytvos_layout
+from inolib.data.vos import davis_palette
+from inolib.model import build_backbone
+from inolib.segment import segment_davis, segment_sequence, write_ids_png
+
+SMALL = C.PropagationConfig(short_side=64, feature_block=2, radius=6)
+
+
+def vit():
+    torch.manual_seed(0)
+    return build_backbone(C.smoke().model).eval()
+
+
+def test_segment_davis_writes_palette_pngs_and_resumes(tmp_path, data_dir):
+    root = data_dir / "davis_sample/DAVIS"
+    done = segment_davis(vit(), root, tmp_path, SMALL, sequences=["car-shadow"], progress=False)
+    assert done == ["car-shadow"]
+    files = sorted((tmp_path / "car-shadow").glob("*.png"))
+    seq = read_davis_sequence(root, "car-shadow")
+    assert len(files) == seq.num_frames == 40
+    im = Image.open(files[5])
+    assert im.mode == "P" and im.size == (854, 480)
+    assert np.array_equal(np.array(im.getpalette()[:768]).reshape(256, 3), davis_palette())
+    assert np.array_equal(np.array(Image.open(files[0])), seq.load_mask(0).numpy())  # frame 0 = the given mask
+    assert set(np.unique(np.array(im))) <= {0, 1}
+    assert segment_davis(vit(), root, tmp_path, SMALL, sequences=["car-shadow"], resume=True, progress=False) == []
+
+
+def test_late_object_of_a_youtube_vos_video(tmp_path):
+    video = make_synthetic_video(num_frames=30, height=64, width=96, num_objects=2, late_objects=1, seed=3)
+    write_ytvos_layout(video, tmp_path, split="valid", every=5)
+    seq = read_ytvos_sequence(tmp_path, video.name, split="valid")
+    late = max(seq.first_frame, key=seq.first_frame.get)
+    t0 = seq.first_frame[late]
+    assert t0 > 0
+    ids = segment_sequence(vit(), seq, SMALL)
+    assert ids.shape == (seq.num_frames, 64, 96)
+    assert not (ids[:t0] == late).any()  # absent before its first mask
+    pred, gt = ids[t0] == late, seq.load_mask(t0) == late  # its given mask at t0, through the feature grid
+    assert (pred & gt).sum() / (pred | gt).sum() > 0.5
+
+
+def test_write_ids_png_round_trip(tmp_path):
+    ids = torch.randint(0, 4, (10, 12), dtype=torch.uint8)
+    p = write_ids_png(tmp_path / "a" / "00000.png", ids)
+    assert np.array_equal(np.array(Image.open(p)), ids.numpy()) and Image.open(p).mode == "P"

@@ -3,6 +3,7 @@
     ino info                       versions, devices, presets
     ino config --preset tiny [--loss.teacher_temp 0.02 ...]    print a resolved config as JSON
     ino demo [--preset tiny] [--device cpu] [--data data]       the tour on bundled real frames
+    ino propagate --checkpoint CKPT --davis ROOT --out DIR      label propagation (also --ytvos, --video)
 
 Every config field is a flag ``--<section>.<field>``; the flags are generated from the dataclasses in
 :mod:`inolib.config`, so the command line never drifts from the code.
@@ -86,6 +87,67 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backbone(args: argparse.Namespace, cfg: C.INOConfig):
+    """The backbone to segment with: a checkpoint, or a random-init model of the preset (``--checkpoint random``)."""
+    import torch
+
+    from .checkpoint import load_backbone
+    from .model import build_backbone
+
+    if args.checkpoint == "random":
+        torch.manual_seed(args.seed)
+        print(f"backbone: random initialisation of the {cfg.name!r} preset (a baseline, not a trained model)")
+        return build_backbone(cfg.model).to(args.device).eval()
+    vit, rep = load_backbone(args.checkpoint, key=args.network, device=args.device)
+    print(f"backbone: {args.checkpoint} ({rep['format']}, network {rep['network']}): ViT-{rep['embed_dim']}/"
+          f"{rep['patch_size']}, {rep['depth']} blocks, position table {rep['pos_table']}")
+    return vit
+
+
+def cmd_propagate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .segment import VideoSequence, segment_davis, segment_sequence, write_ids_png, write_overlay_gif
+
+    cfg = config_from_args(args)
+    sources = [x for x in (args.davis, args.ytvos, args.video) if x]
+    if len(sources) != 1:
+        raise ValueError("give exactly one of --davis ROOT, --ytvos ROOT or --video FILE")
+    vit = _backbone(args, cfg)
+    p = cfg.propagation
+    print(f"propagation: block {p.feature_block}, k={p.topk}, {p.num_context} context frames, radius {p.radius}, "
+          f"short side {p.short_side}")
+    out = Path(args.out)
+    if args.davis:
+        done = segment_davis(vit, args.davis, out, p, split=args.split or "val", sequences=args.sequences,
+                             device=args.device, resume=args.resume)
+        print(f"wrote {len(done)} sequences to {out}")
+    elif args.ytvos:
+        from .data.vos import list_ytvos_videos, read_ytvos_sequence
+        from tqdm.auto import tqdm
+
+        split = args.split or "valid"
+        for name in tqdm(args.sequences or list_ytvos_videos(args.ytvos, split), desc="videos", unit="video"):
+            target = out / "Annotations" / name
+            seq = read_ytvos_sequence(args.ytvos, name, split)
+            if args.resume and target.is_dir() and len(list(target.glob("*.png"))) == seq.num_frames:
+                continue
+            ids = segment_sequence(vit, seq, p, args.device)
+            for path, m in zip(seq.frame_paths, ids):
+                write_ids_png(target / f"{Path(path).stem}.png", m, seq.palette)
+        print(f"wrote the YouTube-VOS layout under {out / 'Annotations'}")
+    else:
+        if not args.first_mask:
+            raise ValueError("--video needs --first-mask PNG (the mask of frame 0)")
+        seq = VideoSequence(args.video, args.first_mask)
+        ids = segment_sequence(vit, seq, p, args.device)
+        for t, m in enumerate(ids):
+            write_ids_png(out / seq.name / f"{t:05d}.png", m)
+        gif = write_overlay_gif(out / f"{seq.name}_overlay.gif", seq, ids, fps=min(seq.fps, 25.0))
+        print(f"wrote {len(ids)} masks to {out / seq.name} and an overlay to {gif}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ino", description="INO: In-N-Out generative learning for video segmentation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("propagate", help="segment DAVIS, YouTube-VOS or your own video by label propagation")
+    add_config_args(p, "charades")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file (ours, released INO, DINO, timm) or 'random'")
+    p.add_argument("--network", default=None, help="network in the checkpoint: student or teacher (default: the format's)")
+    p.add_argument("--davis", help="DAVIS root (JPEGImages/, Annotations/, ImageSets/)")
+    p.add_argument("--ytvos", help="YouTube-VOS root (<split>/JPEGImages, Annotations, meta.json)")
+    p.add_argument("--video", help="a video file (decord) to segment from --first-mask")
+    p.add_argument("--first-mask", help="PNG mask of the video's first frame (indexed, or greyscale thresholded at 128)")
+    p.add_argument("--split", default=None, help="DAVIS split (val) or YouTube-VOS split (valid)")
+    p.add_argument("--sequences", nargs="+", default=None, help="only these sequences")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--resume", action="store_true", help="skip sequences already written")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_propagate)
     return parser
 
 

@@ -122,3 +122,73 @@ def segment_davis(vit: INOViT, davis_root: str | Path, out_dir: str | Path, cfg:
             write_ids_png(target / f"{Path(path).stem}.png", m, seq.palette)
         done.append(name)
     return done
+
+
+class VideoSequence:
+    """A video file with one first-frame mask, shaped like a :class:`VOSSequence` for :func:`segment_sequence`.
+
+    The mask may be an indexed PNG (object ids), or a greyscale/binary PNG (thresholded at 128: object 1).
+    """
+
+    def __init__(self, video: str | Path, first_mask: str | Path):
+        from .data.video import probe_video
+
+        self.video = Path(video)
+        info = probe_video(self.video)
+        if info.error is not None:
+            raise ValueError(f"{self.video}: {info.error}")
+        self.name = self.video.stem
+        self.num_frames = info.num_frames
+        self.size = (info.height, info.width)
+        self.fps = info.fps
+        mask_path = Path(first_mask)
+        if not mask_path.is_file():
+            raise FileNotFoundError(f"first-frame mask not found: {mask_path}")
+        with Image.open(mask_path) as im:
+            if im.mode == "P":
+                arr, palette = np.array(im), None
+            elif im.mode in ("L", "1", "I;16", "I"):
+                arr, palette = (np.array(im.convert("L")) >= 128).astype(np.uint8), None
+            else:
+                raise ValueError(f"{mask_path}: a first-frame mask must be an indexed (P) or greyscale (L) PNG, "
+                                 f"got mode {im.mode}")
+        if arr.shape != self.size:
+            raise ValueError(f"{mask_path}: mask is {arr.shape[1]}x{arr.shape[0]}, the video is "
+                             f"{self.size[1]}x{self.size[0]}")
+        self.mask = torch.from_numpy(arr)
+        self.object_ids = sorted(int(i) for i in np.unique(arr) if 0 < i < 255)
+        if not self.object_ids:
+            raise ValueError(f"{mask_path}: the mask holds no object")
+        self.first_frame = {o: 0 for o in self.object_ids}
+        self.mask_paths = {0: mask_path}
+        self.palette = palette
+        self.frame_paths = [Path(f"{i:05d}.jpg") for i in range(self.num_frames)]
+
+    def load_frames(self, indices=None) -> torch.Tensor:
+        from .data.video import read_frames
+
+        return read_frames(self.video, list(range(self.num_frames)) if indices is None else indices)
+
+    def load_mask(self, i: int) -> torch.Tensor:
+        if i != 0:
+            raise ValueError(f"{self.video}: only frame 0 has a mask")
+        return self.mask
+
+
+def write_overlay_gif(path: str | Path, seq, ids: torch.Tensor, max_width: int = 480, fps: float = 8.0) -> Path:
+    """An animated GIF of the frames with the propagated masks over them (to look at a result)."""
+    from .viz import overlay_labels
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    H, W = ids.shape[-2:]
+    scale = min(1.0, max_width / W)
+    size = (max(1, int(W * scale)), max(1, int(H * scale)))
+    images = []
+    for start in range(0, len(ids), 16):
+        frames = seq.load_frames(list(range(start, min(start + 16, len(ids)))))
+        for f, m in zip(frames, ids[start:start + 16]):
+            rgb = (overlay_labels(f, m, davis_palette()) * 255).astype(np.uint8)
+            images.append(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return path

@@ -232,3 +232,28 @@ class FrameSize:
             s = short_side / min(H, W)
             H, W = (short_side, int(W * s)) if H <= W else (int(H * s), short_side)
         return cls(H - H % multiple, W - W % multiple)
+
+
+@torch.no_grad()
+def query_sources(query: torch.Tensor, context_feats: torch.Tensor, position: int, *, topk: int = 5,
+                  radius: int = 40, temperature: float = 0.1, window: str = "square",
+                  window_on_first: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where one target position takes its label from: the top-k context positions and their weights.
+
+    Args:
+        query: (D, h, w) target features; context_feats: (NC, D, h, w); position: flat index in the h*w grid.
+    Returns:
+        frame (k,) context frame index (0 = the first frame), cell (k,) flat position in that frame,
+        weight (k,) normalised weights (the released kernel's, ties beyond k dropped).
+    """
+    D, h, w = query.shape
+    NC = context_feats.shape[0]
+    q = F.normalize(query.reshape(D, h * w)[:, position].float(), dim=0)
+    keys = F.normalize(context_feats.reshape(NC, D, h * w).float(), dim=1)
+    sim = torch.einsum("d,ndp->np", q, keys)  # (NC, hw)
+    allowed = window_mask((h, w), radius, torch.tensor([position]), window, device=sim.device)[0]
+    allowed = allowed[None].expand(NC, -1).clone()
+    if not window_on_first:
+        allowed[0] = True
+    val, idx = sim.masked_fill(~allowed, float("-inf")).flatten().topk(min(topk, NC * h * w))
+    return idx // (h * w), idx % (h * w), torch.softmax(val / temperature, 0)

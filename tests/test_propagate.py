@@ -154,3 +154,18 @@ def test_streaming_memory_is_bounded_by_the_context():
     for _ in range(10):
         p.step(torch.randn(4, 3, 3, generator=g))
     assert len(p.refs[0]["queue"]) == 3
+
+
+def test_query_sources_explain_the_label():
+    from inolib.propagate import query_sources
+
+    g = torch.Generator().manual_seed(5)
+    q, ctx = torch.randn(8, 5, 6, generator=g), torch.randn(4, 8, 5, 6, generator=g)
+    lab = torch.softmax(torch.randn(4, 3, 5, 6, generator=g), 1)
+    for pos in (0, 7, 29):
+        f, c, wt = query_sources(q, ctx, pos, radius=2)
+        assert len(f) == 5 and abs(float(wt.sum()) - 1) < 1e-6
+        rows, cols = c // 6, c % 6
+        assert ((rows - pos // 6).abs() <= 2).all() and ((cols - pos % 6).abs() <= 2).all()
+        manual = (lab.reshape(4, 3, 30)[f, :, c] * wt[:, None]).sum(0)
+        torch.testing.assert_close(manual, propagate_frame(q, ctx, lab, radius=2).reshape(3, 30)[:, pos])

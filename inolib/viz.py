@@ -216,3 +216,45 @@ def plot_curves(records: Sequence[dict], keys: Sequence[str], x: str = "step", t
     if title:
         ax.set_title(title, fontsize=10)
     return _done(fig)
+
+
+def show_propagation_step(frame: torch.Tensor, pred: torch.Tensor, grid: tuple[int, int], query: int,
+                          context_frames: dict[int, torch.Tensor], sources: list[tuple[int, int, float]],
+                          palette: np.ndarray | None = None, j_curve: Sequence[float] | None = None,
+                          t: int | None = None) -> Figure:
+    """One propagated frame explained: the frame with its predicted labels and the query cell; the context
+    frames (index -> (3, H, W)) with the top-k source cells of that query (``sources``: (frame index, flat cell,
+    weight)); and, when given, J per frame with ``t`` marked."""
+    h, w = grid
+    n_ctx = len(context_frames)
+    cols = max(2, n_ctx)
+    rows = 3 if j_curve is not None else 2
+    fig = plt.figure(figsize=(2.6 * cols, 2.4 * rows))
+    gs = fig.add_gridspec(rows, cols)
+    ax = fig.add_subplot(gs[0, :])
+    img = overlay_labels(frame, pred, palette)
+    H, W = img.shape[:2]
+    ax.imshow(img)
+    qi, qj = divmod(int(query), w)
+    ax.add_patch(Rectangle((qj * W / w, qi * H / h), W / w, H / h, fill=False, ec="yellow", lw=2))
+    ax.set_title(f"frame {t}: propagated labels and the query cell" if t is not None else "query", fontsize=9)
+    ax.set_xticks([]), ax.set_yticks([])
+    for k, (idx, img_c) in enumerate(sorted(context_frames.items())):
+        a = fig.add_subplot(gs[1, k])
+        a.imshow(to_image(img_c))
+        for f, cell, weight in sources:
+            if f == idx:
+                ci, cj = divmod(int(cell), w)
+                a.add_patch(Rectangle((cj * W / w, ci * H / h), W / w, H / h, fill=False, ec="red",
+                                      lw=1 + 4 * float(weight)))
+        a.set_title(f"context frame {idx}", fontsize=8)
+        a.set_xticks([]), a.set_yticks([])
+    if j_curve is not None:
+        a = fig.add_subplot(gs[2, :])
+        a.plot(range(len(j_curve)), j_curve, "-o", ms=2)
+        if t is not None and t < len(j_curve):
+            a.axvline(t, color="r", lw=1)
+        a.set_xlabel("frame")
+        a.set_ylabel("J (IoU)")
+        a.set_ylim(0, 1.02)
+    return _done(fig)

@@ -166,3 +166,45 @@ class ClipExplorer(Explorer):
         self.views = v
         self.info.value = f"source frames {v['indices'].tolist()} (resampled to {self.cfg.fps:g} fps)"
         return viz.show_clip_crops(v["frames"], v["globals"], v["locals"], v["indices"].tolist())
+
+
+class PropagationExplorer(Explorer):
+    """Step through a propagated video: labels over each frame, the top-k context cells behind a chosen
+    cell's label, and (given ground truth) J per frame.
+
+    Args:
+        frames: uint8 (T, 3, H, W); pred: ids (T, H, W); feats: (T, D, h, w) the features that were propagated;
+        cfg: the :class:`inolib.config.PropagationConfig` used; j_per_frame: optional (T,) J of each frame.
+    """
+
+    def __init__(self, frames, pred, feats, cfg, j_per_frame=None, palette=None):
+        from .propagate import context_indices
+
+        self.frames, self.pred, self.feats, self.cfg = frames, pred, feats, cfg
+        self.j, self.palette, self._ctx = j_per_frame, palette, context_indices
+        T, _, h, w = feats.shape
+        self.grid = (h, w)
+        self.t = _slider("frame", 1, T - 1, min(T - 1, 5))
+        self.row = _slider("cell row", 0, h - 1, h // 2)
+        self.col = _slider("cell col", 0, w - 1, w // 2)
+        super().__init__([self.t, self.row, self.col], "Propagation explorer")
+        self.render()
+
+    def draw(self):
+        from .propagate import query_sources
+
+        t = self.t.value
+        idx = self._ctx(t, 0, self.cfg.num_context)
+        query = self.row.value * self.grid[1] + self.col.value
+        f, cell, weight = query_sources(self.feats[t], self.feats[idx], query, topk=self.cfg.topk,
+                                        radius=self.cfg.radius, temperature=self.cfg.temperature)
+        sources = [(idx[int(a)], int(b), float(c)) for a, b, c in zip(f, cell, weight)]
+        shown = sorted({0, *(s[0] for s in sources)})[:6]
+        self.sources = sources
+        j = f", J = {float(self.j[t]):.3f}" if self.j is not None else ""
+        ctx = f"{idx[0]}" + (f", {idx[1]}..{idx[-1]}" if len(idx) > 1 else "")
+        self.info.value = (f"frame {t}: context frames {ctx}; the cell's label comes from "
+                           + ", ".join(f"frame {a} ({c:.2f})" for a, _, c in sources) + j)
+        return viz.show_propagation_step(self.frames[t], self.pred[t], self.grid, query,
+                                         {i: self.frames[i] for i in shown}, sources, self.palette,
+                                         None if self.j is None else list(self.j), t)

@@ -47,3 +47,20 @@ def test_temperature_explorer_sharpens_and_centering_matters():
     collapsed = largest()
     ex.centering.value = "centered"
     assert largest() < collapsed  # without centering the batch mean piles onto dimension 3
+
+
+def test_propagation_explorer_follows_frame_and_cell():
+    from inolib.config import PropagationConfig
+
+    g = torch.Generator().manual_seed(0)
+    T = 14
+    frames = torch.randint(0, 255, (T, 3, 48, 64), dtype=torch.uint8, generator=g)
+    pred = torch.randint(0, 2, (T, 48, 64), dtype=torch.uint8, generator=g)
+    feats = torch.randn(T, 16, 6, 8, generator=g)
+    ex = widgets.PropagationExplorer(frames, pred, feats, PropagationConfig(radius=2), j_per_frame=torch.rand(T))
+    assert len(ex.sources) == 5 and all(f < ex.t.value for f, _, _ in ex.sources)
+    ex.t.value = 13
+    assert "context frames 0, 3..12" in ex.info.value  # first frame + the 10 previous
+    before = ex.sources
+    ex.col.value = 0
+    assert ex.sources != before and all(cell % 8 <= 2 for _, cell, _ in ex.sources)  # inside the radius-2 window

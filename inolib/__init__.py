@@ -9,6 +9,12 @@ Module map (paper section in brackets):
     teacher    EMA teacher                                                        [3.1, A.1]
     augment    per-frame multi-crop augmentation                                  [3.2, A.1]
     data       videos, clip dataset, synthetic videos, DAVIS and YouTube-VOS readers [4.1, A.1]
+    train      one training step, collapse monitors                               [3.1]
+    propagate  label propagation (the released kernel, vectorised)                 [A.2]
+    checkpoint saving; loading ours, released INO, DINO and timm backbones
+    segment    features -> propagation -> palette PNGs for DAVIS / YouTube-VOS / any video
+    evaluate   DAVIS J and F, the official semi-supervised protocol                [4.1]
+    viz, widgets, nb   figures, explorers and notebook helpers of the course
     cli        the ``ino`` command line
 """
 

@@ -4,6 +4,7 @@
     ino config --preset tiny [--loss.teacher_temp 0.02 ...]    print a resolved config as JSON
     ino demo [--preset tiny] [--device cpu] [--data data]       the tour on bundled real frames
     ino propagate --checkpoint CKPT --davis ROOT --out DIR      label propagation (also --ytvos, --video)
+    ino evaluate --davis ROOT --results DIR                     DAVIS J&F tables
 
 Every config field is a flag ``--<section>.<field>``; the flags are generated from the dataclasses in
 :mod:`inolib.config`, so the command line never drifts from the code.
@@ -148,6 +149,17 @@ def cmd_propagate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_davis, format_table, write_tables
+
+    result = evaluate_davis(args.davis, args.results, split=args.split, sequences=args.sequences,
+                            exclude_void=args.exclude_void)
+    paths = write_tables(result, args.results, args.split)
+    print(format_table(result))
+    print("wrote " + " and ".join(str(p) for p in paths))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ino", description="INO: In-N-Out generative learning for video segmentation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -178,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_propagate)
+
+    p = sub.add_parser("evaluate", help="DAVIS J&F of a results folder (the official semi-supervised protocol)")
+    p.add_argument("--davis", required=True, help="DAVIS root with the ground truth")
+    p.add_argument("--results", required=True, help="folder with <sequence>/<frame>.png id maps")
+    p.add_argument("--split", default="val")
+    p.add_argument("--sequences", nargs="+", default=None, help="only these sequences")
+    p.add_argument("--exclude-void", action="store_true", help="leave void (255) pixels out (official: scored as background)")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_propagate import released_video  # noqa: E402  (the transcription the tests check against)
@@ -24,6 +23,7 @@ from inolib import config as C  # noqa: E402
 from inolib.data import read_davis_sequence  # noqa: E402
 from inolib.model import build_backbone  # noqa: E402
 from inolib.propagate import FrameSize, labels_to_grid, propagate, window_mask  # noqa: E402
+from inolib.segment import extract_features  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,22 +48,15 @@ def main() -> None:
     frames = seq.load_frames(list(range(T)))
     H, W = frames.shape[-2:]
     size = FrameSize.for_frame(H, W, cfg.propagation.short_side, cfg.model.patch_size)
-    mean = torch.tensor(cfg.crops.mean, device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.crops.std, device=dev).view(1, 3, 1, 1)
-    vit = build_backbone(cfg.model).to(dev).eval()
     torch.manual_seed(0)
+    vit = build_backbone(cfg.model).to(dev).eval()
 
-    feats = []
     sync(dev)
     t0 = time.perf_counter()
-    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-        for i in range(0, T, args.batch):
-            x = frames[i:i + args.batch].to(dev).float() / 255
-            x = F.interpolate(x, size=(size.height, size.width), mode="bilinear", align_corners=False)
-            feats.append(vit.patch_feature_map((x - mean) / std, block=cfg.propagation.feature_block).float())
+    load = lambda idx: frames[idx]
+    feats = torch.stack(list(extract_features(vit, load, T, size, cfg.propagation.feature_block, args.batch, dev)))
     sync(dev)
-    t_feat = time.perf_counter() - t0
-    feats = torch.cat(feats)  # (T, D, h, w)
+    t_feat = time.perf_counter() - t0  # (T, D, h, w) features above
     h, w = feats.shape[-2:]
     first = labels_to_grid(seq.first_labels().to(dev), seq.num_objects + 1, (h, w))
     p = cfg.propagation

@@ -108,7 +108,8 @@ def _backbone(args: argparse.Namespace, cfg: C.INOConfig):
 def cmd_propagate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .segment import VideoSequence, segment_davis, segment_sequence, write_ids_png, write_overlay_gif
+    from .segment import (VideoSequence, segment_davis, segment_sequence, write_ids_png, write_overlay_gif,
+                          write_sequence)
 
     cfg = config_from_args(args)
     sources = [x for x in (args.davis, args.ytvos, args.video) if x]
@@ -129,13 +130,8 @@ def cmd_propagate(args: argparse.Namespace) -> int:
 
         split = args.split or "valid"
         for name in tqdm(args.sequences or list_ytvos_videos(args.ytvos, split), desc="videos", unit="video"):
-            target = out / "Annotations" / name
-            seq = read_ytvos_sequence(args.ytvos, name, split)
-            if args.resume and target.is_dir() and len(list(target.glob("*.png"))) == seq.num_frames:
-                continue
-            ids = segment_sequence(vit, seq, p, args.device)
-            for path, m in zip(seq.frame_paths, ids):
-                write_ids_png(target / f"{Path(path).stem}.png", m, seq.palette)
+            write_sequence(vit, read_ytvos_sequence(args.ytvos, name, split), out / "Annotations" / name, p,
+                           args.device, args.resume)
         print(f"wrote the YouTube-VOS layout under {out / 'Annotations'}")
     else:
         if not args.first_mask:

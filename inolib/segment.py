@@ -114,14 +114,22 @@ def segment_davis(vit: INOViT, davis_root: str | Path, out_dir: str | Path, cfg:
     done = []
     for name in tqdm(names, desc="sequences", unit="seq", disable=not progress):
         seq = read_davis_sequence(davis_root, name, resolution)
-        target = out_dir / name
-        if resume and target.is_dir() and len(list(target.glob("*.png"))) == seq.num_frames:
-            continue
-        ids = segment_sequence(vit, seq, cfg, device)
-        for path, m in zip(seq.frame_paths, ids):
-            write_ids_png(target / f"{Path(path).stem}.png", m, seq.palette)
-        done.append(name)
+        if write_sequence(vit, seq, out_dir / name, cfg, device, resume):
+            done.append(name)
     return done
+
+
+def write_sequence(vit: INOViT, seq, target: str | Path, cfg: PropagationConfig,
+                   device: str | torch.device = "cpu", resume: bool = False) -> bool:
+    """Segment ``seq`` and write ``target/<frame>.png`` for each frame; with ``resume`` skip a sequence whose PNGs
+    are all there. Returns whether it was segmented."""
+    target = Path(target)
+    if resume and target.is_dir() and len(list(target.glob("*.png"))) == seq.num_frames:
+        return False
+    ids = segment_sequence(vit, seq, cfg, device)
+    for path, m in zip(seq.frame_paths, ids):
+        write_ids_png(target / f"{Path(path).stem}.png", m, seq.palette)
+    return True
 
 
 class VideoSequence:

@@ -68,6 +68,16 @@ def _chunk_size(num_sources: int, max_bytes: int) -> int:
     return max(1, min(65536, max_bytes // max(1, 5 * num_sources)))
 
 
+def _band_width(h: int, w: int, reach: int, num_context: int, max_bytes: int) -> int:
+    """Columns per band: as many as the memory budget allows, at most half the radius (so a band's key columns,
+    its width plus the window on both sides, stay within ~25% of what any one of its queries may see)."""
+    cap = max(1, min(w, reach // 2))
+    for bw in range(cap, 0, -1):
+        if 5 * bw * h * min(w, bw + 2 * reach) * num_context * h <= max_bytes:
+            return bw
+    return 1
+
+
 def default_memory_budget(device: torch.device) -> int:
     """Bytes the affinity chunks may use: a quarter of free GPU memory (at most 4 GiB), or 24 MiB on a CPU
     (below glibc's 32 MiB mmap threshold, so the buffer is reused instead of page-faulted in every chunk)."""
@@ -90,34 +100,58 @@ def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_la
     Returns:
         (C, h, w) soft labels.
 
-    Per chunk of queries: ``aff = exp(cos / temperature)`` over every context position, zeroed outside the
+    Per chunk of queries: ``aff = exp(cos / temperature)`` over the context positions, zeroed outside the
     window; every entry at least the k-th largest of its row is kept (ties included, as released), the rest
-    zeroed; rows normalised; labels = context labels x weights. All in place on one (Q, NC*hw) buffer.
+    zeroed; rows normalised; labels = context labels x weights. All in place on one (Q, sources) buffer.
+
+    Only the sources a chunk can see are computed: queries go in bands of grid columns (rows if the grid is
+    taller than wide) and each band is compared with the key columns within ``radius`` of it, which the keys'
+    (column, frame, row) layout makes one contiguous slice. The released code scores every source and zeroes
+    the ones outside the window; the zeros never reach the top-k (a window holds at least one cell per frame),
+    so skipping them changes nothing but the time.
     """
+    if window not in ("square", "circle"):
+        raise ValueError(f"window shape must be 'square' or 'circle', got {window!r}")
     D, h, w = query.shape
     NC, C = context_labels.shape[:2]
-    hw = h * w
-    q = F.normalize(query.reshape(D, hw).float(), dim=0)  # (D, hw)
-    keys = F.normalize(context_feats.reshape(NC, D, hw).float(), dim=1).permute(1, 0, 2).reshape(D, NC * hw)
-    labels = context_labels.reshape(NC, C, hw).float().permute(1, 0, 2).reshape(C, NC * hw)
-    budget = max_bytes if max_bytes is not None else default_memory_budget(query.device)
-    chunk = _chunk_size(NC * hw, budget)
-    k = min(topk, NC * hw)
-    out = torch.empty(C, hw, device=query.device)
-    for start in range(0, hw, chunk):
-        rows = torch.arange(start, min(start + chunk, hw), device=query.device)
-        aff = (q[:, rows].T @ keys).div_(temperature).exp_()  # (Q, NC*hw)
-        allowed = window_mask((h, w), radius, rows, window, device=query.device).to(aff.dtype)  # (Q, hw)
-        view = aff.view(len(rows), NC, hw)
-        if window_on_first:
-            view.mul_(allowed[:, None, :])
-        else:
-            view[:, 1:].mul_(allowed[:, None, :])
-        kth = aff.topk(k, dim=1).values[:, -1:]  # jointly over every context frame
-        aff.masked_fill_(aff < kth, 0.0)
-        aff.div_(aff.sum(1, keepdim=True))
-        out[:, start:start + len(rows)] = labels @ aff.T  # (C, Q)
-    return out.reshape(C, h, w)
+    flip = h > w  # bands run across the longer side
+    if flip:
+        query, context_feats, context_labels = (x.transpose(-1, -2) for x in (query, context_feats, context_labels))
+        h, w = w, h
+    dev = query.device
+    # cells in column-major order (col, row); sources in (col, frame, row) order, so a column band is contiguous
+    q = F.normalize(query.float(), dim=0).permute(2, 1, 0).reshape(w * h, D)
+    keys = F.normalize(context_feats.float(), dim=1).permute(3, 0, 2, 1).reshape(w * NC * h, D)
+    labels = context_labels.float().permute(1, 3, 0, 2).reshape(C, w * NC * h)
+    budget = max_bytes if max_bytes is not None else default_memory_budget(dev)
+    reach = radius if window_on_first else w  # CRW: the first frame is seen whole, so every column is a source
+    bw = _band_width(h, w, reach, NC, budget)
+    rows = torch.arange(h, device=dev)
+    out = torch.empty(C, w * h, device=dev)
+    for c0 in range(0, w, bw):
+        c1 = min(c0 + bw, w)
+        a, b = max(0, c0 - reach), min(w, c1 + reach)  # key columns this band can see
+        src = slice(a * NC * h, b * NC * h)
+        k = min(topk, (b - a) * NC * h)
+        chunk = _chunk_size((b - a) * NC * h, budget)
+        for p0 in range(c0 * h, c1 * h, chunk):
+            p1 = min(p0 + chunk, c1 * h)
+            pos = torch.arange(p0, p1, device=dev)
+            aff = (q[p0:p1] @ keys[src].T).div_(temperature).exp_()  # (Q, (b-a)*NC*h)
+            dx = (pos // h)[:, None] - torch.arange(a, b, device=dev)[None]  # (Q, b-a)
+            dy = (pos % h)[:, None] - rows[None]  # (Q, h)
+            if window == "square":
+                allowed = (dx.abs() <= radius)[:, :, None] & (dy.abs() <= radius)[:, None, :]
+            else:
+                allowed = (dx * dx)[:, :, None] + (dy * dy)[:, None, :] < radius * radius
+            view = aff.view(p1 - p0, b - a, NC, h)
+            (view if window_on_first else view[:, :, 1:]).mul_(allowed[:, :, None, :])
+            kth = aff.topk(k, dim=1).values[:, -1:]  # jointly over every context frame
+            aff.masked_fill_(aff < kth, 0.0)
+            aff.div_(aff.sum(1, keepdim=True))
+            out[:, p0:p1] = labels[:, src] @ aff.T  # (C, Q)
+    out = out.view(C, w, h)
+    return (out if flip else out.transpose(1, 2)).contiguous()
 
 
 def _valid(labels: torch.Tensor) -> torch.Tensor:

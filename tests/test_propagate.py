@@ -68,10 +68,13 @@ def test_window_equals_brute_force(h, w, r):
     assert torch.equal(circle, d2 < r * r)
 
 
-@pytest.mark.parametrize("radius,chunk_bytes", [(40, None), (2, 3000), (1, 10**9)])
-def test_propagate_equals_released_transcription(radius, chunk_bytes):
+@pytest.mark.parametrize("h,w,radius,chunk_bytes", [
+    (6, 8, 40, None), (6, 8, 2, 3000), (6, 8, 1, 10**9),
+    (7, 19, 3, None), (19, 7, 3, 20000), (5, 24, 2, 10**9),  # column bands, row bands (tall grid), one chunk
+])
+def test_propagate_equals_released_transcription(h, w, radius, chunk_bytes):
     g = torch.Generator().manual_seed(0)
-    T, D, h, w, C = 14, 16, 6, 8, 3
+    T, D, C = 14, 16, 3
     feats = torch.randn(T, D, h, w, generator=g)
     first = torch.softmax(torch.randn(C, h, w, generator=g) * 3, 0)
     ours = propagate(feats, first, topk=5, num_context=10, radius=radius, max_bytes=chunk_bytes)
@@ -80,6 +83,36 @@ def test_propagate_equals_released_transcription(radius, chunk_bytes):
     assert (ours - ref).abs().max() < 1e-5
     assert torch.equal(ours.argmax(1), ref.argmax(1))
     assert torch.equal(ours[0], first)
+
+
+def dense_reference(query, ctx, labels, allowed, on_first, topk, temperature):
+    """Every source scored, the window (hw, hw) as a 0/1 factor (on every frame, or all but the first)."""
+    NC, D, h, w = ctx.shape
+    q = F.normalize(query.reshape(D, -1), dim=0).T
+    k = F.normalize(ctx.reshape(NC, D, -1), dim=1)
+    aff = torch.exp(torch.einsum("qd,ndp->qnp", q, k) / temperature)
+    factor = allowed.float()[:, None].repeat(1, NC, 1)
+    if not on_first:
+        factor[:, 0] = 1
+    aff = (aff * factor).reshape(h * w, -1)
+    kth = aff.topk(topk, dim=1).values[:, -1:]
+    aff = torch.where(aff < kth, 0.0, aff)
+    aff = aff / aff.sum(1, keepdim=True)
+    return (labels.permute(1, 0, 2, 3).reshape(labels.shape[1], -1) @ aff.T).reshape(-1, h, w)
+
+
+@pytest.mark.parametrize("h,w", [(6, 17), (17, 6)])
+@pytest.mark.parametrize("window,on_first", [("square", True), ("circle", True), ("circle", False), ("square", False)])
+@pytest.mark.parametrize("max_bytes", [None, 4000])
+def test_banded_kernel_equals_dense_scoring(h, w, window, on_first, max_bytes):
+    g = torch.Generator().manual_seed(4)
+    NC, D, C, r = 4, 8, 3, 3
+    query, ctx = torch.randn(D, h, w, generator=g), torch.randn(NC, D, h, w, generator=g)
+    labels = torch.softmax(torch.randn(NC, C, h, w, generator=g), 1)
+    ours = propagate_frame(query, ctx, labels, topk=4, radius=r, temperature=0.07, window=window,
+                           window_on_first=on_first, max_bytes=max_bytes)
+    ref = dense_reference(query, ctx, labels, window_mask((h, w), r, shape=window), on_first, 4, 0.07)
+    assert (ours - ref).abs().max() < 1e-5
 
 
 def test_identity_video_reproduces_the_first_mask():

@@ -102,7 +102,8 @@ def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_la
 
     Per chunk of queries: ``aff = exp(cos / temperature)`` over the context positions, zeroed outside the
     window; every entry at least the k-th largest of its row is kept (ties included, as released), the rest
-    zeroed; rows normalised; labels = context labels x weights. All in place on one (Q, sources) buffer.
+    zeroed; rows normalised; labels = context labels x weights. The top-k (k+1 to detect a tie) gives the
+    weights directly; only rows whose k-th value is tied go through the released mask-and-normalise rule.
 
     Only the sources a chunk can see are computed: queries go in bands of grid columns (rows if the grid is
     taller than wide) and each band is compared with the key columns within ``radius`` of it, which the keys'
@@ -120,7 +121,7 @@ def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_la
         h, w = w, h
     dev = query.device
     # cells in column-major order (col, row); sources in (col, frame, row) order, so a column band is contiguous
-    q = F.normalize(query.float(), dim=0).permute(2, 1, 0).reshape(w * h, D)
+    q = F.normalize(query.float(), dim=0).div_(temperature).permute(2, 1, 0).reshape(w * h, D)
     keys = F.normalize(context_feats.float(), dim=1).permute(3, 0, 2, 1).reshape(w * NC * h, D)
     labels = context_labels.float().permute(1, 3, 0, 2).reshape(C, w * NC * h)
     budget = max_bytes if max_bytes is not None else default_memory_budget(dev)
@@ -137,7 +138,7 @@ def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_la
         for p0 in range(c0 * h, c1 * h, chunk):
             p1 = min(p0 + chunk, c1 * h)
             pos = torch.arange(p0, p1, device=dev)
-            aff = (q[p0:p1] @ keys[src].T).div_(temperature).exp_()  # (Q, (b-a)*NC*h)
+            aff = (q[p0:p1] @ keys[src].T).exp_()  # (Q, (b-a)*NC*h); q carries the 1/temperature
             dx = (pos // h)[:, None] - torch.arange(a, b, device=dev)[None]  # (Q, b-a)
             dy = (pos % h)[:, None] - rows[None]  # (Q, h)
             if window == "square":
@@ -146,10 +147,18 @@ def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_la
                 allowed = (dx * dx)[:, :, None] + (dy * dy)[:, None, :] < radius * radius
             view = aff.view(p1 - p0, b - a, NC, h)
             (view if window_on_first else view[:, :, 1:]).mul_(allowed[:, :, None, :])
-            kth = aff.topk(k, dim=1).values[:, -1:]  # jointly over every context frame
-            aff.masked_fill_(aff < kth, 0.0)
-            aff.div_(aff.sum(1, keepdim=True))
-            out[:, p0:p1] = labels[:, src] @ aff.T  # (C, Q)
+            # top-k jointly over every context frame; one more to see whether the k-th value is tied
+            vals, idx = aff.topk(min(k + 1, aff.shape[1]), dim=1)
+            band_labels = labels[:, src]
+            weights = vals[:, :k] / vals[:, :k].sum(1, keepdim=True)
+            out[:, p0:p1] = (band_labels[:, idx[:, :k]] * weights).sum(-1)  # (C, Q)
+            if vals.shape[1] > k:
+                tied = (vals[:, k] == vals[:, k - 1]).nonzero()[:, 0]
+                if len(tied):  # entries equal to the k-th value are all kept (the released rule): rare rows
+                    sub = aff[tied]
+                    sub.masked_fill_(sub < vals[tied, k - 1:k], 0.0)
+                    sub.div_(sub.sum(1, keepdim=True))
+                    out[:, p0 + tied] = band_labels @ sub.T
     out = out.view(C, w, h)
     return (out if flip else out.transpose(1, 2)).contiguous()
 

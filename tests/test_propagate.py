@@ -115,6 +115,21 @@ def test_banded_kernel_equals_dense_scoring(h, w, window, on_first, max_bytes):
     assert (ours - ref).abs().max() < 1e-5
 
 
+def test_entries_tied_with_the_kth_are_all_kept():
+    # three identical context frames: every source value comes three times, so the 5th and 6th largest tie
+    g = torch.Generator().manual_seed(5)
+    D, h, w, C = 8, 5, 7, 3
+    frame = torch.randn(D, h, w, generator=g)
+    ctx = frame.expand(3, -1, -1, -1)
+    labels = torch.softmax(torch.randn(C, h, w, generator=g) * 3, 0).expand(3, -1, -1, -1)
+    query = torch.randn(D, h, w, generator=g)
+    ours = propagate_frame(query, ctx, labels, topk=5, radius=2)
+    ref = dense_reference(query, ctx, labels, window_mask((h, w), 2), True, 5, 0.1)
+    assert (ours - ref).abs().max() < 1e-6
+    top4 = propagate_frame(query, ctx, labels, topk=4, radius=2)  # 4 = 3 + 1: tied as well, kept 6
+    assert (top4 - ref).abs().max() < 1e-6
+
+
 def test_identity_video_reproduces_the_first_mask():
     g = torch.Generator().manual_seed(1)
     D, h, w = 64, 6, 9

@@ -131,13 +131,13 @@ def cmd_propagate(args: argparse.Namespace) -> int:
         split = args.split or "valid"
         for name in tqdm(args.sequences or list_ytvos_videos(args.ytvos, split), desc="videos", unit="video"):
             write_sequence(vit, read_ytvos_sequence(args.ytvos, name, split), out / "Annotations" / name, p,
-                           args.device, args.resume)
+                           args.device, args.resume, progress=True)
         print(f"wrote the YouTube-VOS layout under {out / 'Annotations'}")
     else:
         if not args.first_mask:
             raise ValueError("--video needs --first-mask PNG (the mask of frame 0)")
         seq = VideoSequence(args.video, args.first_mask)
-        ids = segment_sequence(vit, seq, p, args.device)
+        ids = segment_sequence(vit, seq, p, args.device, progress=True)
         for t, m in enumerate(ids):
             write_ids_png(out / seq.name / f"{t:05d}.png", m)
         gif = write_overlay_gif(out / f"{seq.name}_overlay.gif", seq, ids, fps=min(seq.fps, 25.0))

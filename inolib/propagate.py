@@ -121,7 +121,7 @@ def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_la
         h, w = w, h
     dev = query.device
     # cells in column-major order (col, row); sources in (col, frame, row) order, so a column band is contiguous
-    q = F.normalize(query.float(), dim=0).div_(temperature).permute(2, 1, 0).reshape(w * h, D)
+    q = F.normalize(query.float(), dim=0).permute(2, 1, 0).reshape(w * h, D)
     keys = F.normalize(context_feats.float(), dim=1).permute(3, 0, 2, 1).reshape(w * NC * h, D)
     labels = context_labels.float().permute(1, 3, 0, 2).reshape(C, w * NC * h)
     budget = max_bytes if max_bytes is not None else default_memory_budget(dev)
@@ -138,7 +138,9 @@ def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_la
         for p0 in range(c0 * h, c1 * h, chunk):
             p1 = min(p0 + chunk, c1 * h)
             pos = torch.arange(p0, p1, device=dev)
-            aff = (q[p0:p1] @ keys[src].T).exp_()  # (Q, (b-a)*NC*h); q carries the 1/temperature
+            # cos / temperature as released (folding 1/temperature into q would round differently and
+            # break exact ties of the k-th value, which decide how many entries are kept)
+            aff = (q[p0:p1] @ keys[src].T).div_(temperature).exp_()  # (Q, (b-a)*NC*h)
             dx = (pos // h)[:, None] - torch.arange(a, b, device=dev)[None]  # (Q, b-a)
             dy = (pos % h)[:, None] - rows[None]  # (Q, h)
             if window == "square":

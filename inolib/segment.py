@@ -53,10 +53,11 @@ def _num_classes(seq: VOSSequence) -> int:
 
 @torch.no_grad()
 def segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, device: str | torch.device = "cpu",
-                     batch: int = 4, first_label_mode: str = "bilinear") -> torch.Tensor:
+                     batch: int = 4, first_label_mode: str = "bilinear", progress: bool = False) -> torch.Tensor:
     """Propagate the sequence's given masks through all its frames: uint8 ids (T, H, W) at the original size.
 
     Objects whose first mask is on a later frame (YouTube-VOS) join at that frame (see :class:`Propagator`).
+    ``progress`` shows a bar over the frames.
     """
     H, W = seq.size
     patch = vit.patch_embed.patch_size[0]
@@ -81,7 +82,9 @@ def segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, devi
     else:
         out = [labels_to_ids(starts[0], (H, W), patch)]
     prop = None
-    for t, f in enumerate(feats):
+    bar = tqdm(feats, total=seq.num_frames, desc=getattr(seq, "name", "frames"), unit="frame", leave=False,
+               disable=not progress)
+    for t, f in enumerate(bar):
         if t == 0:
             prop = Propagator(f, starts[0], topk=cfg.topk, num_context=cfg.num_context, radius=cfg.radius,
                               temperature=cfg.temperature)
@@ -114,19 +117,19 @@ def segment_davis(vit: INOViT, davis_root: str | Path, out_dir: str | Path, cfg:
     done = []
     for name in tqdm(names, desc="sequences", unit="seq", disable=not progress):
         seq = read_davis_sequence(davis_root, name, resolution)
-        if write_sequence(vit, seq, out_dir / name, cfg, device, resume):
+        if write_sequence(vit, seq, out_dir / name, cfg, device, resume, progress):
             done.append(name)
     return done
 
 
 def write_sequence(vit: INOViT, seq, target: str | Path, cfg: PropagationConfig,
-                   device: str | torch.device = "cpu", resume: bool = False) -> bool:
+                   device: str | torch.device = "cpu", resume: bool = False, progress: bool = False) -> bool:
     """Segment ``seq`` and write ``target/<frame>.png`` for each frame; with ``resume`` skip a sequence whose PNGs
-    are all there. Returns whether it was segmented."""
+    are all there. Returns whether it was segmented. ``progress`` shows a bar over the frames."""
     target = Path(target)
     if resume and target.is_dir() and len(list(target.glob("*.png"))) == seq.num_frames:
         return False
-    ids = segment_sequence(vit, seq, cfg, device)
+    ids = segment_sequence(vit, seq, cfg, device, progress=progress)
     for path, m in zip(seq.frame_paths, ids):
         write_ids_png(target / f"{Path(path).stem}.png", m, seq.palette)
     return True

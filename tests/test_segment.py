@@ -102,3 +102,36 @@ def test_ino_evaluate_on_propagated_results(tmp_path, data_dir):
     assert lines[0].startswith("J&F-Mean,J-Mean,J-Recall")
     jf = float(lines[1].split(",")[0])
     assert 0.0 < jf < 1.0  # a random-init tiny ViT at 64 px: some overlap, far from perfect (0.143 measured)
+
+
+def test_video_sequence_names_the_bad_file(tmp_path, data_dir):
+    import pytest
+
+    from inolib.segment import VideoSequence
+
+    vid = data_dir / "videos/cotracker_apple/apple.mp4"
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(vid.read_bytes()[:2000])  # a truncated download
+    mask = data_dir / "videos/cotracker_apple/apple_mask.png"
+    with pytest.raises(ValueError, match="broken.mp4"):
+        VideoSequence(broken, mask)
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        VideoSequence(vid, tmp_path / "missing.png")
+    small = tmp_path / "small.png"
+    Image.new("L", (64, 36), 255).save(small)
+    with pytest.raises(ValueError, match="small.png.*64x36.*1296x720"):
+        VideoSequence(vid, small)
+    empty = tmp_path / "empty.png"
+    Image.new("L", (1296, 720), 0).save(empty)
+    with pytest.raises(ValueError, match="empty.png.*no object"):
+        VideoSequence(vid, empty)
+    seq = VideoSequence(vid, mask)
+    assert seq.num_frames == 50 and seq.object_ids == [1]
+
+
+def test_segment_sequence_shows_frame_progress(capsys, data_dir):
+    seq = read_davis_sequence(data_dir / "davis_sample/DAVIS", "blackswan")
+    seq.frame_paths = seq.frame_paths[:3]  # the first three frames are enough
+    segment_sequence(vit(), seq, SMALL, progress=True)
+    err = capsys.readouterr().err
+    assert "blackswan" in err and "/3 " in err and "frame" in err  # a bar over the 3 frames, named

@@ -1,7 +1,7 @@
 """Feature extraction and label propagation at 480p on the bundled DAVIS sample, and our propagation against a
 plain transcription of the released chunked kernel (labelprop/dino.py) on the same features, in the same run.
 
-    python benchmarks/propagation.py [--frames 12] [--device cpu] [--sequence blackswan]
+    python benchmarks/propagation.py [--frames 12] [--device cpu] [--sequence blackswan] [--protocol ino]
 
 A random-init ViT-S/8 gives the features (speed does not depend on the weights). Prints figures; asserts nothing.
 """
@@ -22,7 +22,7 @@ from test_propagate import released_video  # noqa: E402  (the transcription the 
 from inolib import config as C  # noqa: E402
 from inolib.data import read_davis_sequence  # noqa: E402
 from inolib.model import build_backbone  # noqa: E402
-from inolib.propagate import FrameSize, labels_to_grid, propagate, window_mask  # noqa: E402
+from inolib.propagate import PROTOCOLS, FrameSize, labels_to_grid, propagate, window_mask  # noqa: E402
 from inolib.segment import extract_features  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=2, help="frames per feature-extraction batch")
     ap.add_argument("--skip-released", action="store_true")
+    ap.add_argument("--protocol", default="ino", choices=["ino", "ino_ytvos", "dino"],
+                    help="k / context / radius of inolib.propagate.PROTOCOLS (the transcription covers these)")
     args = ap.parse_args()
     dev = torch.device(args.device)
     cfg = C.charades()
@@ -59,7 +61,8 @@ def main() -> None:
     t_feat = time.perf_counter() - t0  # (T, D, h, w) features above
     h, w = feats.shape[-2:]
     first = labels_to_grid(seq.first_labels().to(dev), seq.num_objects + 1, (h, w))
-    p = cfg.propagation
+    p = C.override(cfg, {f"propagation.{k}": v for k, v in PROTOCOLS[args.protocol].items()
+                         if k in ("topk", "num_context", "radius", "temperature")}).propagation
 
     sync(dev)
     t0 = time.perf_counter()

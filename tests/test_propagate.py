@@ -217,3 +217,29 @@ def test_query_sources_explain_the_label():
         assert ((rows - pos // 6).abs() <= 2).all() and ((cols - pos % 6).abs() <= 2).all()
         manual = (lab.reshape(4, 3, 30)[f, :, c] * wt[:, None]).sum(0)
         torch.testing.assert_close(manual, propagate_frame(q, ctx, lab, radius=2).reshape(3, 30)[:, pos])
+
+
+def test_peak_memory_does_not_grow_with_the_video_length():
+    """Stream 15 frames (the context queue is full), then 40 more through a Propagator in a fresh process: the peak resident memory after the
+    40 must stay where it was after the 15 (each frame's features are 1.5 MB, so keeping them would add 60 MB)."""
+    import subprocess
+    import sys
+
+    code = """
+import resource, torch
+from inolib.propagate import Propagator
+torch.manual_seed(0)
+D, h, w = 384, 20, 48
+first = torch.zeros(3, h, w); first[0] = 1; first[1, 5:10, 5:20] = 1; first[0, 5:10, 5:20] = 0
+prop = Propagator(torch.randn(D, h, w), first, max_bytes=8 << 20)
+peak = []
+for n in (15, 40):
+    for _ in range(n):
+        prop.step(torch.randn(D, h, w))
+    peak.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(peak[1] - peak[0])
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    growth_kb = int(r.stdout.split()[-1])
+    assert growth_kb < 20_000, f"peak memory grew by {growth_kb} kB over 40 more frames"

@@ -220,8 +220,9 @@ def test_query_sources_explain_the_label():
 
 
 def test_peak_memory_does_not_grow_with_the_video_length():
-    """Stream 15 frames (the context queue is full), then 40 more through a Propagator in a fresh process: the peak resident memory after the
-    40 must stay where it was after the 15 (each frame's features are 1.5 MB, so keeping them would add 60 MB)."""
+    """Stream 15 frames (the context queue is then full), then 40 more through a Propagator in a fresh process:
+    the peak resident memory must stay where it was after the 15 (each frame's features are 1.5 MB, so keeping
+    them would add 60 MB)."""
     import subprocess
     import sys
 

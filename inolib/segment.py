@@ -135,10 +135,58 @@ def write_sequence(vit: INOViT, seq, target: str | Path, cfg: PropagationConfig,
     return True
 
 
+def read_first_mask(path: str | Path, max_colours: int = 20) -> tuple[np.ndarray, None]:
+    """A hand-made first-frame mask as uint8 object ids (H, W) (0 background, 255 void); the palette is left to
+    the DAVIS one.
+
+    Accepted: an indexed PNG (its indices are the ids); a greyscale or black-and-white image (>= 128 is object 1);
+    an RGBA image whose alpha is the drawing (alpha >= 128 is object 1); a colour image with a few flat colours
+    (black is background; DAVIS palette colours keep their index, other colours get the next free ids in
+    RGB order). ValueError naming the file otherwise, e.g. for a JPEG-smoothed mask with many colours.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            arr = np.array(im)
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable image ({e})") from None
+    if mode == "P":
+        return arr.astype(np.uint8), None
+    if mode in ("L", "1", "I;16", "I", "F", "LA"):
+        grey = arr[..., 0] if mode == "LA" else arr
+        return (np.asarray(grey) >= (128 if mode != "1" else 1)).astype(np.uint8), None
+    if mode not in ("RGB", "RGBA"):
+        raise ValueError(f"{path}: a first-frame mask must be an indexed, greyscale or RGB(A) PNG, got mode {mode}")
+    rgb = arr[..., :3]
+    if mode == "RGBA" and (arr[..., 3] < 255).any() and (rgb == rgb.reshape(-1, 3)[0]).all():
+        return (arr[..., 3] >= 128).astype(np.uint8), None  # one flat colour, drawn with the alpha channel
+    if (rgb[..., :1] == rgb).all():
+        return (rgb[..., 0] >= 128).astype(np.uint8), None  # grey levels stored as RGB
+    colours = np.unique(rgb.reshape(-1, 3), axis=0)
+    colours = colours[colours.any(1)]  # black is the background
+    if len(colours) > max_colours:
+        raise ValueError(f"{path}: {len(colours)} different colours; a mask needs a few flat colours (one per "
+                         f"object). Save it as an indexed or greyscale PNG (not JPEG, no anti-aliasing)")
+    palette = davis_palette()
+    ids = np.zeros(rgb.shape[:2], dtype=np.uint8)
+    used = set()
+    known = {tuple(c): i for i, c in enumerate(palette.tolist()) if 0 < i < 255}
+    for c in colours.tolist():
+        if tuple(c) in known:
+            used.add(known[tuple(c)])
+    free = (i for i in range(1, 255) if i not in used)
+    for c in colours.tolist():
+        ids[(rgb == np.array(c, dtype=rgb.dtype)).all(-1)] = known.get(tuple(c)) or next(free)
+    return ids, None
+
+
 class VideoSequence:
     """A video file with one first-frame mask, shaped like a :class:`VOSSequence` for :func:`segment_sequence`.
 
-    The mask may be an indexed PNG (object ids), or a greyscale/binary PNG (thresholded at 128: object 1).
+    The mask may be an indexed PNG (object ids), a greyscale/binary image (thresholded at 128: object 1), an RGBA
+    drawing (alpha) or a colour image with one flat colour per object (see :func:`read_first_mask`).
     """
 
     def __init__(self, video: str | Path, first_mask: str | Path):
@@ -155,14 +203,7 @@ class VideoSequence:
         mask_path = Path(first_mask)
         if not mask_path.is_file():
             raise FileNotFoundError(f"first-frame mask not found: {mask_path}")
-        with Image.open(mask_path) as im:
-            if im.mode == "P":
-                arr, palette = np.array(im), None
-            elif im.mode in ("L", "1", "I;16", "I"):
-                arr, palette = (np.array(im.convert("L")) >= 128).astype(np.uint8), None
-            else:
-                raise ValueError(f"{mask_path}: a first-frame mask must be an indexed (P) or greyscale (L) PNG, "
-                                 f"got mode {im.mode}")
+        arr, palette = read_first_mask(mask_path)
         if arr.shape != self.size:
             raise ValueError(f"{mask_path}: mask is {arr.shape[1]}x{arr.shape[0]}, the video is "
                              f"{self.size[1]}x{self.size[0]}")

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_propagate import released_video  # noqa: E402  (the transcription the tests check against)
@@ -33,6 +35,20 @@ def sync(dev):
         torch.cuda.synchronize(dev)
 
 
+def reset_peak(dev):
+    sync(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+
+
+def peak_bytes(dev) -> int:
+    """Peak memory since the last reset_peak: allocated GPU memory, or the process's peak RSS on a CPU."""
+    sync(dev)
+    if dev.type == "cuda":
+        return torch.cuda.max_memory_allocated(dev)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=12)
@@ -42,39 +58,49 @@ def main() -> None:
     ap.add_argument("--skip-released", action="store_true")
     ap.add_argument("--protocol", default="ino", choices=["ino", "ino_ytvos", "dino"],
                     help="k / context / radius of inolib.propagate.PROTOCOLS (the transcription covers these)")
+    ap.add_argument("--width", type=int, default=None,
+                    help="stretch the frames to this width (e.g. 1152: DAVIS 'shooting', dino issue 98)")
     args = ap.parse_args()
     dev = torch.device(args.device)
     cfg = C.charades()
     seq = read_davis_sequence(REPO / "data/davis_sample/DAVIS", args.sequence)
     T = min(args.frames, seq.num_frames)
     frames = seq.load_frames(list(range(T)))
+    mask0 = seq.first_labels()
+    if args.width:
+        frames = F.interpolate(frames.float(), size=(frames.shape[-2], args.width), mode="bilinear").round().byte()
+        mask0 = F.interpolate(mask0[None, None].float(), size=frames.shape[-2:], mode="nearest")[0, 0].long()
     H, W = frames.shape[-2:]
     size = FrameSize.for_frame(H, W, cfg.propagation.short_side, cfg.model.patch_size)
     torch.manual_seed(0)
     vit = build_backbone(cfg.model).to(dev).eval()
 
-    sync(dev)
+    reset_peak(dev)
     t0 = time.perf_counter()
     load = lambda idx: frames[idx]
     feats = torch.stack(list(extract_features(vit, load, T, size, cfg.propagation.feature_block, args.batch, dev)))
     sync(dev)
     t_feat = time.perf_counter() - t0  # (T, D, h, w) features above
     h, w = feats.shape[-2:]
-    first = labels_to_grid(seq.first_labels().to(dev), seq.num_objects + 1, (h, w))
+    mem_feat = peak_bytes(dev)
+    first = labels_to_grid(mask0.to(dev), seq.num_objects + 1, (h, w))
     p = C.override(cfg, {f"propagation.{k}": v for k, v in PROTOCOLS[args.protocol].items()
                          if k in ("topk", "num_context", "radius", "temperature")}).propagation
 
-    sync(dev)
+    reset_peak(dev)
     t0 = time.perf_counter()
     ours = propagate(feats, first, topk=p.topk, num_context=p.num_context, radius=p.radius, temperature=p.temperature)
     sync(dev)
     t_ours = time.perf_counter() - t0
+    mem_prop = peak_bytes(dev)
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, device {dev}"
           + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "") + f"; torch {torch.__version__}")
     print(f"{args.sequence}: {T} frames {H}x{W} -> {size.height}x{size.width}, grid {h}x{w}; ViT-S/8 block "
           f"{p.feature_block}; k={p.topk}, {p.num_context} context frames, radius {p.radius}")
     print(f"feature extraction: {T / t_feat:.2f} frames/s ({t_feat:.1f} s)")
     print(f"propagation (inolib): {(T - 1) / t_ours:.2f} frames/s ({t_ours:.2f} s)")
+    print(f"peak memory: feature extraction {mem_feat / 2**30:.2f} GiB, propagation {mem_prop / 2**30:.2f} GiB "
+          + ("(torch.cuda.max_memory_allocated)" if dev.type == "cuda" else "(process peak RSS so far, CPU)"))
     if not args.skip_released:
         # the released code loads this (hw x hw) window from a disk cache: build it outside the timing
         neigh = window_mask((h, w), p.radius, device=dev).float()

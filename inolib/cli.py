@@ -5,6 +5,7 @@
     ino demo [--preset tiny] [--device cpu] [--data data]       the tour on bundled real frames
     ino propagate --checkpoint CKPT --davis ROOT --out DIR      label propagation (also --ytvos, --video)
     ino evaluate --davis ROOT --results DIR                     DAVIS J&F tables
+    ino train --data VIDEOS --out RUN [--preset tiny]           INO training (torchrun for several GPUs)
 
 Every config field is a flag ``--<section>.<field>``; the flags are generated from the dataclasses in
 :mod:`inolib.config`, so the command line never drifts from the code.
@@ -145,6 +146,26 @@ def cmd_propagate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import Trainer
+
+    cfg = config_from_args(args)
+    trainer = Trainer(cfg, args.data, args.out, device=args.device, resume=not args.no_resume,
+                      log_every=args.log_every, save_every=args.save_every, keep_every=args.keep_every,
+                      tensorboard=not args.no_tensorboard, max_steps=args.max_steps)
+    if trainer.dist.is_main:
+        print(f"training {cfg.name!r} on {len(trainer.dataset.videos)} videos: {trainer.steps_per_epoch} steps per "
+              f"epoch x {cfg.optim.epochs} epochs, {trainer.dist.world_size} process(es) on {trainer.device}"
+              + (f"; resumed at step {trainer.step} from {trainer.last_checkpoint}" if trainer.step else ""))
+    last = trainer.fit()
+    if trainer.dist.is_main:
+        shown = ", ".join(f"{k} {last[k]:.4g}" for k in ("loss", "g2g", "l2g", "mim", "aff") if k in last)
+        print(f"step {trainer.step}: {shown}; checkpoint {trainer.last_checkpoint}; log {trainer.out / 'log.jsonl'}")
+        if trainer.skips.count:
+            print(trainer.skips.summary())
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_davis, format_table, write_tables
 
@@ -187,6 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_propagate)
 
+    p = sub.add_parser("train", help="train INO on a folder or list of videos (torchrun --nproc_per_node N for DDP)")
+    add_config_args(p, "tiny")
+    p.add_argument("--data", nargs="+", required=True, help="video folder(s), video files or list files (Charades csv)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, tb/")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (each torchrun process takes GPU LOCAL_RANK)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint.pth exists")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in all (a checkpoint is written)")
+    p.add_argument("--log-every", type=int, default=10, help="steps between log lines")
+    p.add_argument("--save-every", type=int, default=500, help="steps between checkpoints within an epoch")
+    p.add_argument("--keep-every", type=int, default=5, help="keep checkpoint_eNNNN.pth every N epochs (0: never)")
+    p.add_argument("--no-tensorboard", action="store_true")
+    p.set_defaults(func=cmd_train)
+
     p = sub.add_parser("evaluate", help="DAVIS J&F of a results folder (the official semi-supervised protocol)")
     p.add_argument("--davis", required=True, help="DAVIS root with the ground truth")
     p.add_argument("--results", required=True, help="folder with <sequence>/<frame>.png id maps")
@@ -205,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"ino {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:
+        print(f"ino {args.command}: stopped: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -3,20 +3,37 @@
     student -> masked global crops + local crops -> L_INO -> backward -> clip -> optimizer step
     teacher <- EMA of the student; centers <- teacher outputs
 
-The full training loop (schedules, AMP, DDP, checkpoints, logs) builds on :func:`train_step`.
+:class:`Trainer` is the full loop around :func:`train_step`: data, schedules, AMP, DDP, checkpoints with exact
+resume, logs.
 """
 
 from __future__ import annotations
 
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from .checkpoint import save_checkpoint
+from .config import INOConfig
+from .data.clips import ClipDataset, ClipSampler, SkipLog, _seed, make_clip_loader
+from .data.index import VideoIndex, resolve_sources
+from .distributed import all_reduce_mean, barrier
 from .losses import INOLoss
-from .teacher import ema_update
+from .masking import make_mask
+from .model import build_network
+from .schedules import make_schedules, param_groups
+from .teacher import ema_update, make_teacher, unwrap
 
 
 @torch.no_grad()
-def collapse_monitors(teacher_cls: torch.Tensor, center: torch.Tensor, teacher_temp: float) -> dict[str, float]:
+def collapse_monitors(teacher_cls: torch.Tensor, center: torch.Tensor, teacher_temp: float,
+                      as_tensors: bool = False) -> dict:
     """Signs of collapse of the teacher's class targets (B, T, K) or (R, K).
 
     ``entropy``: mean entropy of one target (-> 0 when every target is one-hot: sharpening wins);
@@ -29,14 +46,28 @@ def collapse_monitors(teacher_cls: torch.Tensor, center: torch.Tensor, teacher_t
     ent = -(q * q.clamp_min(1e-12).log()).sum(-1).mean()
     mean_q = q.mean(0)
     batch_ent = -(mean_q * mean_q.clamp_min(1e-12).log()).sum()
-    return {"entropy": float(ent), "batch_entropy": float(batch_ent), "top_share": float(mean_q.max())}
+    out = {"entropy": ent, "batch_entropy": batch_ent, "top_share": mean_q.max()}
+    return out if as_tensors else {k: float(v) for k, v in out.items()}
+
+
+def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> None:
+    """Scale each parameter's gradient to norm at most ``max_norm`` (the released per-tensor rule, ref §5:
+    ``g *= max_norm / (|g| + 1e-6)`` where that is < 1), with multi-tensor ops and no host sync."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    norms = torch.stack(torch._foreach_norm(grads))
+    coef = (max_norm / (norms.float() + 1e-6)).clamp(max=1.0)
+    torch._foreach_mul_(grads, list(coef.to(grads[0].dtype).unbind()))
 
 
 def train_step(student: nn.Module, teacher: nn.Module, criterion: INOLoss, optimizer: torch.optim.Optimizer,
                global_crops: torch.Tensor, local_crops: torch.Tensor | None, mask: torch.Tensor | None,
                momentum: float, clip_grad: float = 0.0, update_center: bool = True,
-               teacher_temp: float | None = None) -> dict[str, float]:
-    """One optimisation step on a batch; returns the loss terms and the collapse monitors as floats.
+               teacher_temp: float | None = None, *, amp_dtype: torch.dtype | None = None,
+               scaler: torch.amp.GradScaler | None = None, freeze_last_layer: bool = False,
+               as_tensors: bool = False) -> dict:
+    """One optimisation step on a batch; returns the loss terms and the collapse monitors.
 
     Args:
         global_crops: (B, T, 3, Hg, Wg); local_crops: (B, T, M, 3, Hl, Wl) or None; mask: bool (B, T, N) or None.
@@ -44,26 +75,274 @@ def train_step(student: nn.Module, teacher: nn.Module, criterion: INOLoss, optim
         clip_grad: max gradient norm of each parameter tensor (the released code's per-parameter
             clipping, ref §5); 0 disables it.
         update_center: False freezes the centers (to show collapse without centering).
+        amp_dtype: ``torch.bfloat16`` / ``torch.float16`` autocast for the forward passes (losses are computed
+            in float32 inside); None for full precision. ``scaler``: a GradScaler for float16.
+        freeze_last_layer: drop the gradient of the head's last layer (DINO's first epoch).
+        as_tensors: return 0-d tensors (no host sync beyond the NaN check) instead of floats.
+    Raises:
+        FloatingPointError: the loss is not finite (nothing has been updated).
     """
     student.train()
-    s = student(global_crops, local_crops, mask)
-    with torch.no_grad():
-        t = teacher(global_crops, None, mask, apply_mask=False)
-    center_before = criterion.center.cls.clone()
-    terms = criterion(s, t, update_center=update_center, teacher_temp=teacher_temp)
+    with torch.autocast(global_crops.device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+        s = student(global_crops, local_crops, mask)
+        with torch.no_grad():
+            t = teacher(global_crops, None, mask, apply_mask=False)
+        center_before = criterion.center.cls.clone()
+        terms = criterion(s, t, update_center=update_center, teacher_temp=teacher_temp)
     loss = terms["loss"]
     if not torch.isfinite(loss):
         raise FloatingPointError(f"non-finite loss {float(loss.detach())}: "
                                  + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items()))
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     if clip_grad > 0:
-        for p in student.parameters():
-            if p.grad is not None:
-                torch.nn.utils.clip_grad_norm_(p, clip_grad)
-    optimizer.step()
+        clip_gradients(list(student.parameters()), clip_grad)
+    if freeze_last_layer:
+        for p in unwrap(student).head.last_layer.parameters():
+            p.grad = None
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     ema_update(student, teacher, momentum)
-    out = {k: float(v.detach()) for k, v in terms.items()}
     tt = criterion.cfg.teacher_temp if teacher_temp is None else teacher_temp
-    out.update(collapse_monitors(t["cls_global"], center_before, tt))
-    return out
+    out = {k: v.detach() for k, v in terms.items()}
+    out.update(collapse_monitors(t["cls_global"], center_before, tt, as_tensors=True))
+    return out if as_tensors else {k: float(v) for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# The training loop
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """INO training (Sec. 3, App. A.1): student + EMA teacher on clips of unlabeled videos.
+
+        trainer = Trainer(cfg, sources=["data/videos"], out_dir="runs/smoke", device="cpu")
+        trainer.fit()            # resumes from out_dir/checkpoint.pth when it exists
+
+    Per step: per-frame global and local crops of B clips, one shared random mask, L_INO, AdamW with the
+    per-step lr / weight-decay schedules, per-parameter clipping, EMA of the teacher with the cosine momentum.
+    bf16 or fp16 autocast (``optim.amp``), ``torchrun`` DDP (student wrapped, teacher local; centers averaged
+    over processes). ``out_dir`` receives ``checkpoint.pth`` (atomic, every ``save_every`` steps and at each
+    epoch end; ``checkpoint_eNNNN.pth`` every ``keep_every`` epochs), ``log.jsonl`` (one line per logged
+    step), TensorBoard scalars under ``tb/`` and the video index cache. Resuming restores the weights, the
+    optimizer, the scaler, the centers, every RNG and the position in the epoch, so a resumed run computes
+    the same steps as an uninterrupted one. A non-finite loss stops the run; the last checkpoint on disk is the
+    last good one.
+    """
+
+    def __init__(self, cfg: INOConfig, sources, out_dir: str | Path, device: str | torch.device = "cpu",
+                 resume: bool = True, log_every: int = 10, save_every: int = 500, keep_every: int = 5,
+                 progress: bool = True, tensorboard: bool = True, max_steps: int | None = None,
+                 index_workers: int = 8):
+        from .distributed import init_distributed
+
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.dist = init_distributed(device)
+        self.device = self.dist.device
+        self.log_every, self.save_every, self.keep_every = max(1, log_every), max(1, save_every), keep_every
+        self.progress = progress and self.dist.is_main
+        self.max_steps = max_steps
+        if cfg.optim.amp not in AMP_DTYPES:
+            raise ValueError(f"optim.amp must be one of {sorted(AMP_DTYPES)}, got {cfg.optim.amp!r}")
+        self.amp_dtype = AMP_DTYPES[cfg.optim.amp]
+        if self.amp_dtype is torch.float16 and self.device.type == "cpu":
+            self.amp_dtype = torch.bfloat16  # fp16 autocast and GradScaler are for GPUs
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.optim.seed)
+
+        # data: every process indexes the same sources (cached), then takes its share of the clips
+        paths = resolve_sources(sources)
+        if not paths:
+            raise ValueError(f"no video found in {sources!r}")
+        index = VideoIndex.build(paths, cache_file=self.out / "video_index.json", workers=index_workers,
+                                 progress=self.progress)
+        self.dataset = ClipDataset(index, cfg.crops)
+        self.sampler = ClipSampler(self.dataset.num_starts, cfg.crops.clips_per_video, seed=cfg.optim.seed,
+                                   rank=self.dist.rank, world_size=self.dist.world_size)
+        B = cfg.optim.batch_size_per_gpu
+        self.steps_per_epoch = len(self.sampler) // B
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(self.sampler)} clips per process, fewer than one batch of {B}: add videos or "
+                             "lower optim.batch_size_per_gpu / raise crops.clips_per_video")
+        self.skips = SkipLog(self.dataset.index_skipped)
+
+        # networks, loss, optimiser, schedules
+        student = build_network(cfg.model).to(self.device)
+        self.teacher = make_teacher(student, cfg.model).to(self.device)
+        self.student = student
+        if self.dist.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            self.student = DDP(student, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.criterion = INOLoss(cfg.loss, cfg.model.head_out_dim).to(self.device)
+        self.optimizer = torch.optim.AdamW(param_groups(student), lr=0.0, weight_decay=0.0)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype is torch.float16 else None
+        self.schedules = make_schedules(cfg.optim, self.steps_per_epoch, cfg.crops.clip_len, self.dist.world_size)
+        self.grid = (cfg.crops.global_size // cfg.model.patch_size,) * 2
+        self.step = 0  # optimisation steps done
+        self.last_checkpoint: Path | None = None
+        if resume and (self.out / "checkpoint.pth").is_file():
+            self.load(self.out / "checkpoint.pth")
+        self._tb = None
+        if tensorboard and self.dist.is_main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self._tb = SummaryWriter(str(self.out / "tb"))
+            except ImportError:  # tensorboard is optional at run time
+                self._tb = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.optim.epochs * self.steps_per_epoch
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Everything a resumed run needs, written atomically (main process only)."""
+        path = Path(path)
+        if self.dist.is_main:
+            save_checkpoint(path, self.cfg, self.student, self.teacher, optimizer=self.optimizer.state_dict(),
+                            scaler=self.scaler.state_dict() if self.scaler else None,
+                            criterion=self.criterion.state_dict(), step=self.step,
+                            epoch=self.step // self.steps_per_epoch, steps_per_epoch=self.steps_per_epoch,
+                            world_size=self.dist.world_size, rng=_rng_state())
+        barrier()
+        self.last_checkpoint = path
+        return path
+
+    def load(self, path: str | Path) -> None:
+        """Restore a checkpoint written by :meth:`save` (errors name the file and the mismatch)."""
+        path = Path(path)
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        for key in ("student", "teacher", "optimizer", "criterion", "step", "rng"):
+            if key not in ck:
+                raise ValueError(f"{path}: not a resumable inolib checkpoint (no {key!r})")
+        mine, theirs = self.cfg.to_dict(), ck.get("config", {})
+        diff = [f"{sec}.{k}" for sec in mine if isinstance(mine[sec], dict)
+                for k in mine[sec] if (sec, k) != ("optim", "num_workers")
+                and mine[sec][k] != theirs.get(sec, {}).get(k)]
+        if diff:
+            raise ValueError(f"{path}: written with another configuration ({', '.join(diff[:8])} differ); "
+                             "resume with the same flags, or start a new run (another --out, or --no-resume)")
+        if ck.get("steps_per_epoch") != self.steps_per_epoch or ck.get("world_size") != self.dist.world_size:
+            raise ValueError(f"{path}: written with {ck.get('steps_per_epoch')} steps per epoch on "
+                             f"{ck.get('world_size')} processes; this run has {self.steps_per_epoch} on "
+                             f"{self.dist.world_size} (same data, batch size and process count are needed to resume)")
+        unwrap(self.student).load_state_dict(ck["student"])
+        self.teacher.load_state_dict(ck["teacher"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        if self.scaler is not None and ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
+        self.criterion.load_state_dict(ck["criterion"])
+        self.step = int(ck["step"])
+        _set_rng_state(ck["rng"])
+        self.last_checkpoint = path
+
+    # -- logging -------------------------------------------------------------------------------------
+
+    def _log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None and "step" in record:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    self._tb.add_scalar(f"train/{k}", v, record["step"])
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def _mask(self, batch_size: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(_seed(self.cfg.optim.seed, self.step, self.dist.rank))
+        return make_mask(self.cfg.masking, batch_size, self.cfg.crops.clip_len, self.grid, g)
+
+    def fit(self) -> dict:
+        """Train until ``optim.epochs`` (or ``max_steps``); returns the last logged record."""
+        cfg, o = self.cfg, self.cfg.optim
+        end = self.total_steps if self.max_steps is None else min(self.total_steps, self.max_steps)
+        loader_kw = dict(batch_size=o.batch_size_per_gpu, num_workers=o.num_workers,
+                         pin_memory=self.device.type == "cuda")
+        last: dict = {}
+        if self.dist.is_main and self.step == 0:
+            self._log({"event": "start", "config": cfg.to_dict(), "world_size": self.dist.world_size,
+                       "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps})
+        while self.step < end:
+            epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
+            self.sampler.set_epoch(epoch, skip=in_epoch * o.batch_size_per_gpu)
+            loader = make_clip_loader(self.dataset, self.sampler, **loader_kw)
+            with torch.random.fork_rng(devices=[]):  # the loader's seed draw must not move the global RNG
+                batches = iter(loader)
+            bar = tqdm(total=self.steps_per_epoch, initial=in_epoch, desc=f"epoch {epoch + 1}/{o.epochs}",
+                       unit="step", disable=not self.progress, leave=False)
+            t0, seen = time.perf_counter(), 0
+            for batch in batches:
+                if self.step >= end:
+                    break
+                self.skips.update(batch)
+                it = self.step
+                for group in self.optimizer.param_groups:
+                    group["lr"] = float(self.schedules["lr"][it])
+                    if group.get("decay", True):
+                        group["weight_decay"] = float(self.schedules["wd"][it])
+                g = batch["globals"].to(self.device, non_blocking=True)
+                loc = batch["locals"].to(self.device, non_blocking=True) if cfg.crops.num_local else None
+                mask = self._mask(g.shape[0]).to(self.device, non_blocking=True)
+                try:
+                    terms = train_step(self.student, self.teacher, self.criterion, self.optimizer, g, loc, mask,
+                                       momentum=float(self.schedules["momentum"][it]), clip_grad=o.clip_grad,
+                                       amp_dtype=self.amp_dtype, scaler=self.scaler,
+                                       freeze_last_layer=epoch < o.freeze_last_layer, as_tensors=True)
+                except FloatingPointError as e:
+                    kept = self.last_checkpoint or "none yet"
+                    self._log({"event": "nan", "step": it, "epoch": epoch, "error": str(e)})
+                    raise FloatingPointError(f"step {it + 1} (epoch {epoch + 1}): {e}. Training stopped; the "
+                                             f"last good checkpoint is {kept}") from None
+                self.step += 1
+                seen += g.shape[0]
+                bar.update(1)
+                if self.step % self.log_every == 0 or self.step == end:
+                    vals = all_reduce_mean({k: float(v) for k, v in terms.items()}, self.device)
+                    dt = time.perf_counter() - t0
+                    last = {"step": self.step, "epoch": epoch + 1, "lr": float(self.schedules["lr"][it]),
+                            "wd": float(self.schedules["wd"][it]),
+                            "momentum": float(self.schedules["momentum"][it]), **vals,
+                            "clips_per_s": seen * self.dist.world_size / max(dt, 1e-9),
+                            "skipped_videos": self.skips.count}
+                    self._log(last)
+                    bar.set_postfix(loss=f"{vals['loss']:.3f}")
+                if self.step % self.save_every == 0 and self.step % self.steps_per_epoch:
+                    self.save(self.out / "checkpoint.pth")
+            bar.close()
+            if self.step % self.steps_per_epoch == 0:  # an epoch ended
+                self.save(self.out / "checkpoint.pth")
+                done = self.step // self.steps_per_epoch
+                if self.keep_every and done % self.keep_every == 0:
+                    self.save(self.out / f"checkpoint_e{done:04d}.pth")
+            elif self.step >= end:  # stopped by max_steps mid-epoch
+                self.save(self.out / "checkpoint.pth")
+        if self._tb is not None:
+            self._tb.flush()
+        return last

@@ -69,7 +69,8 @@ class ClipSampler(Sampler):
 
     Args:
         num_starts: number of possible clip starts of each video (0 = unusable video).
-    Call :meth:`set_epoch` before each epoch; the plan is a function of (seed, epoch) only.
+    Call :meth:`set_epoch` before each epoch; the plan is a function of (seed, epoch) only. ``skip`` leaves out
+    the first samples of this rank's share (resuming an epoch part-way).
     """
 
     def __init__(self, num_starts: list[int], clips_per_video: int = 5, seed: int = 0, rank: int = 0,
@@ -82,13 +83,15 @@ class ClipSampler(Sampler):
         self.clips_per_video = clips_per_video
         self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
         self.epoch = 0
+        self.skip = 0
         total = sum(min(n, clips_per_video) for n in self.num_starts)
         if total == 0:
             raise ValueError("no video has enough frames for a clip")
         self._per_rank = math.ceil(total / world_size)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epoch = int(epoch)
+        self.skip = max(0, int(skip))
 
     def plan(self) -> list[tuple[int, int, int]]:
         """The whole epoch's keys for every rank, before splitting."""
@@ -106,10 +109,10 @@ class ClipSampler(Sampler):
         return keys + keys[:pad]
 
     def __iter__(self):
-        return iter(self.plan()[self.rank::self.world_size])
+        return iter(self.plan()[self.rank::self.world_size][self.skip:])
 
     def __len__(self) -> int:
-        return self._per_rank
+        return max(0, self._per_rank - self.skip)
 
 
 class ClipDataset(Dataset):

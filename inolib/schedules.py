@@ -1,0 +1,60 @@
+"""Per-step schedules of INO training (App. A.1; released ``utils.cosine_scheduler``, ref §5).
+
+    lr        linear warmup 0 -> peak over ``warmup_epochs``, then cosine peak -> ``min_lr``
+    peak lr   ``base_lr * clips_per_step * L / 1024`` (App. A.1; released: lr * B * L * world / (256 * 4))
+    wd        cosine 0.04 -> 0.4, no warmup
+    momentum  cosine 0.996 -> 1 (teacher EMA)
+
+Each schedule is a float64 tensor with one value per optimisation step of the whole run, so a resumed run
+reads the same value at the same step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import OptimConfig
+
+
+def cosine_schedule(base: float, final: float, total_steps: int, warmup_steps: int = 0,
+                    warmup_start: float = 0.0) -> torch.Tensor:
+    """(total_steps,) float64, the released rule: ``warmup_steps`` values evenly from ``warmup_start`` to
+    ``base`` (both included), then ``final + (base - final) * (1 + cos(pi * k / n)) / 2`` for k = 0..n-1 over
+    the n remaining steps."""
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    warmup_steps = min(max(0, warmup_steps), total_steps)
+    warm = torch.linspace(warmup_start, base, warmup_steps, dtype=torch.float64)
+    n = total_steps - warmup_steps
+    k = torch.arange(n, dtype=torch.float64)
+    cos = final + 0.5 * (base - final) * (1 + torch.cos(math.pi * k / max(n, 1)))
+    return torch.cat([warm, cos])
+
+
+def peak_lr(cfg: OptimConfig, clip_len: int, world_size: int) -> float:
+    """The learning rate after warmup: ``base_lr * (batch_size_per_gpu * world_size) * clip_len / 1024``
+    (App. A.1, the released ``args.lr * B_gpu * L * world / (256 * 4)``, ref §5)."""
+    return cfg.base_lr * cfg.batch_size_per_gpu * world_size * clip_len / 1024
+
+
+def make_schedules(cfg: OptimConfig, steps_per_epoch: int, clip_len: int, world_size: int = 1) -> dict[str, torch.Tensor]:
+    """The ``lr``, ``wd`` and ``momentum`` schedules of a run: each (epochs * steps_per_epoch,) float64."""
+    total = cfg.epochs * steps_per_epoch
+    return {
+        "lr": cosine_schedule(peak_lr(cfg, clip_len, world_size), cfg.min_lr, total, cfg.warmup_epochs * steps_per_epoch),
+        "wd": cosine_schedule(cfg.weight_decay, cfg.weight_decay_end, total),
+        "momentum": cosine_schedule(cfg.momentum_teacher, 1.0, total),
+    }
+
+
+def param_groups(model: torch.nn.Module) -> list[dict]:
+    """Two AdamW groups as released (ref §5): weights with decay; biases and 1-D tensors (norms, the
+    class/mask tokens' own dims are 3-D and decay) without. The ``"decay"`` key says which is which."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if name.endswith(".bias") or p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "decay": True}, {"params": no_decay, "weight_decay": 0.0, "decay": False}]

@@ -1,0 +1,165 @@
+"""The training loop: schedules, clipping, exact resume, NaN stop, config guard, broken videos, torchrun DDP."""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from inolib import config as C
+from inolib.schedules import cosine_schedule, make_schedules, param_groups, peak_lr
+from inolib.train import Trainer, clip_gradients
+
+
+def released_cosine(base, final, epochs, niter, warmup_epochs=0, start_warmup=0.0):
+    """DINO/INO utils.cosine_scheduler, transcribed with numpy."""
+    warmup_iters = warmup_epochs * niter
+    warm = np.linspace(start_warmup, base, warmup_iters) if warmup_epochs > 0 else np.array([])
+    iters = np.arange(epochs * niter - warmup_iters)
+    sched = final + 0.5 * (base - final) * (1 + np.cos(np.pi * iters / len(iters)))
+    return np.concatenate((warm, sched))
+
+
+@pytest.mark.parametrize("epochs,niter,warmup", [(25, 7, 5), (3, 4, 0), (2, 5, 1)])
+def test_cosine_schedule_equals_the_released_one(epochs, niter, warmup):
+    ours = cosine_schedule(1e-3, 1e-6, epochs * niter, warmup * niter).numpy()
+    ref = released_cosine(1e-3, 1e-6, epochs, niter, warmup)
+    assert ours.shape == ref.shape and np.allclose(ours, ref, rtol=1e-12, atol=0)
+
+
+def test_peak_lr_and_schedules_follow_appendix_a1():
+    assert math.isclose(peak_lr(C.charades().optim, 4, world_size=4), 1.875e-4)  # 4 GPUs x 4 clips x L=4
+    assert math.isclose(peak_lr(C.kinetics().optim, 4, world_size=8), 3.75e-5)  # 8 GPUs
+    s = make_schedules(C.charades().optim, steps_per_epoch=10, clip_len=4, world_size=4)
+    assert s["lr"].shape == (250,) and s["lr"][0] == 0 and math.isclose(float(s["lr"][49]), 1.875e-4)
+    assert math.isclose(float(s["wd"][0]), 0.04) and float(s["wd"][-1]) > 0.399
+    assert math.isclose(float(s["momentum"][0]), 0.996) and float(s["momentum"][-1]) > 0.99999
+
+
+def test_param_groups_exclude_biases_and_norms_from_weight_decay():
+    from inolib.model import build_network
+
+    net = build_network(C.smoke().model)
+    decay, no_decay = param_groups(net)
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert all(p.ndim > 1 and not names[id(p)].endswith(".bias") for p in decay["params"])
+    assert any(names[id(p)].endswith("norm.weight") for p in no_decay["params"])
+    assert no_decay["weight_decay"] == 0.0
+    assert len(decay["params"]) + len(no_decay["params"]) == sum(p.requires_grad for p in net.parameters())
+
+
+def test_clip_gradients_is_the_per_parameter_rule():
+    g = torch.Generator().manual_seed(0)
+    ps = [torch.nn.Parameter(torch.zeros(s)) for s in [(3, 4), (5,), (2, 2, 2)]]
+    for p, scale in zip(ps, [10.0, 0.1, 3.0]):
+        p.grad = torch.randn(p.shape, generator=g) * scale
+    ref = [p.grad.clone() for p in ps]
+    for r in ref:
+        n = r.norm()
+        if 1.0 / (n + 1e-6) < 1:
+            r.mul_(1.0 / (n + 1e-6))
+    clip_gradients(ps, 1.0)
+    for p, r in zip(ps, ref):
+        assert torch.allclose(p.grad, r, atol=1e-7)
+    assert math.isclose(float(ps[1].grad.norm()), float(ref[1].norm()))  # a small gradient is left alone
+
+
+def small_cfg(**over):
+    cfg = C.override(C.smoke(), {"optim.epochs": "2", "model.drop_path_rate": "0.1", "crops.clips_per_video": "2",
+                                 **over})
+    return cfg
+
+
+def read_log(run):
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_resume_mid_epoch_repeats_the_uninterrupted_run(tmp_path, data_dir):
+    videos = data_dir / "videos"
+    cfg = small_cfg()
+    whole = Trainer(cfg, videos, tmp_path / "whole", log_every=1, progress=False, tensorboard=False)
+    whole.fit()
+    spe = whole.steps_per_epoch
+    assert whole.step == 2 * spe and spe >= 2
+
+    part = Trainer(cfg, videos, tmp_path / "part", log_every=1, progress=False, tensorboard=False,
+                   max_steps=spe + 1)  # stops inside the second epoch
+    part.fit()
+    assert torch.load(tmp_path / "part/checkpoint.pth", weights_only=False)["step"] == spe + 1
+    resumed = Trainer(cfg, videos, tmp_path / "part", log_every=1, progress=False, tensorboard=False)
+    assert resumed.step == spe + 1
+    resumed.fit()
+
+    a = {r["step"]: r for r in read_log(tmp_path / "whole") if "loss" in r}
+    b = {r["step"]: r for r in read_log(tmp_path / "part") if "loss" in r}
+    assert sorted(a) == sorted(b) == list(range(1, 2 * spe + 1))
+    for step in a:
+        for k in ("loss", "g2g", "l2g", "mim", "aff", "lr", "momentum"):
+            assert a[step][k] == b[step][k], (step, k)
+    for (n, p), (_, q) in zip(whole.teacher.state_dict().items(), resumed.teacher.state_dict().items()):
+        assert torch.equal(p, q), n
+    assert torch.equal(whole.criterion.center.cls, resumed.criterion.center.cls)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
+    run = tmp_path / "run"
+    tr = Trainer(small_cfg(), data_dir / "videos", run, log_every=1, progress=False, tensorboard=False)
+    spe = tr.steps_per_epoch  # the checkpoint is written at the end of the first epoch
+    forward = tr.criterion.forward
+
+    def poisoned(*a, **k):
+        out = forward(*a, **k)
+        if tr.step == spe + 1:  # the second step of the second epoch
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    tr.criterion.forward = poisoned
+    with pytest.raises(FloatingPointError, match=f"step {spe + 2} .*checkpoint.pth"):
+        tr.fit()
+    kept = torch.load(run / "checkpoint.pth", weights_only=False)
+    assert kept["step"] == spe
+    assert all(torch.isfinite(v).all() for v in kept["student"].values() if v.is_floating_point())
+    assert read_log(run)[-1]["event"] == "nan"
+
+
+def test_resume_with_another_configuration_names_the_difference(tmp_path, data_dir):
+    run = tmp_path / "run"
+    Trainer(small_cfg(), data_dir / "videos", run, progress=False, tensorboard=False, max_steps=1).fit()
+    with pytest.raises(ValueError, match="loss.teacher_temp"):
+        Trainer(small_cfg(**{"loss.teacher_temp": "0.02"}), data_dir / "videos", run, progress=False,
+                tensorboard=False)
+    fresh = Trainer(small_cfg(**{"loss.teacher_temp": "0.02"}), data_dir / "videos", run, progress=False,
+                    tensorboard=False, resume=False)
+    assert fresh.step == 0
+
+
+def test_a_broken_video_is_skipped_with_its_name(tmp_path, data_dir):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    good = data_dir / "videos/kinetics400_mmaction2/demo_arm_wrestling.mp4"
+    shutil.copy(good, videos / "good.mp4")
+    (videos / "broken.mp4").write_bytes(good.read_bytes()[:3000])
+    with pytest.warns(UserWarning, match="broken.mp4"):
+        tr = Trainer(small_cfg(**{"optim.epochs": "1", "crops.clips_per_video": "4"}), videos, tmp_path / "run", log_every=1, progress=False,
+                     tensorboard=False, max_steps=2)
+    last = tr.fit()
+    assert last["step"] == 2 and last["skipped_videos"] == 1 and math.isfinite(last["loss"])
+
+
+def test_ino_train_under_torchrun_with_two_processes(tmp_path, data_dir):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "inolib", "train", "--preset", "smoke", "--data", str(data_dir / "videos"), "--out", str(run),
+           "--max-steps", "2", "--log-every", "1", "--no-tensorboard", "--optim.batch_size_per_gpu", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
+                                                                           "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    ck = torch.load(run / "checkpoint.pth", weights_only=False)
+    assert ck["step"] == 2 and ck["world_size"] == 2
+    steps = [rec["step"] for rec in read_log(run) if "loss" in rec]
+    assert steps == [1, 2]  # one line per step: only rank 0 writes
+    assert r.stdout.count("training 'smoke'") == 1

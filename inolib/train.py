@@ -136,6 +136,21 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def read_log(path: str | Path) -> list[dict]:
+    """The records of a run's ``log.jsonl`` (a run folder or the file); ValueError naming a broken line."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "log.jsonl"
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not a JSON line ({e})") from None
+    return records
+
+
 class Trainer:
     """INO training (Sec. 3, App. A.1): student + EMA teacher on clips of unlabeled videos.
 

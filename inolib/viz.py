@@ -218,6 +218,19 @@ def plot_curves(records: Sequence[dict], keys: Sequence[str], x: str = "step", t
     return _done(fig)
 
 
+def plot_schedules(schedules: dict[str, torch.Tensor], steps_per_epoch: int, title: str = "") -> Figure:
+    """One panel per schedule (each (S,) values per step), the x axis in epochs."""
+    fig, axes = plt.subplots(1, len(schedules), figsize=(3.2 * len(schedules), 2.6), squeeze=False)
+    for ax, (name, values) in zip(axes[0], schedules.items()):
+        v = torch.as_tensor(values).double().cpu().numpy()
+        ax.plot(np.arange(len(v)) / steps_per_epoch, v)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("epoch")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _done(fig)
+
+
 def show_propagation_step(frame: torch.Tensor, pred: torch.Tensor, grid: tuple[int, int], query: int,
                           context_frames: dict[int, torch.Tensor], sources: list[tuple[int, int, float]],
                           palette: np.ndarray | None = None, j_curve: Sequence[float] | None = None,

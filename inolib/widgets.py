@@ -208,3 +208,44 @@ class PropagationExplorer(Explorer):
         return viz.show_propagation_step(self.frames[t], self.pred[t], self.grid, query,
                                          {i: self.frames[i] for i in shown}, sources, self.palette,
                                          None if self.j is None else list(self.j), t)
+
+
+class LogExplorer(Explorer):
+    """Curves of a training log: pick the terms, smooth them (exponential moving average), steps or epochs.
+
+    Args:
+        records: the run's log records (:func:`inolib.train.read_log`), or a run folder.
+    """
+
+    TERMS = ("loss", "g2g", "l2g", "mim", "aff", "entropy", "batch_entropy", "top_share", "lr", "momentum")
+
+    def __init__(self, records):
+        from .train import read_log
+
+        self.records = [r for r in (read_log(records) if not isinstance(records, list) else records) if "step" in r]
+        if not self.records:
+            raise ValueError("the log holds no training step yet")
+        present = [k for k in self.TERMS if any(k in r for r in self.records)]
+        self.terms = W.SelectMultiple(options=present, value=tuple(k for k in ("loss", "g2g", "mim") if k in present),
+                                      description="terms", rows=min(6, len(present)))
+        self.smooth = _slider("smoothing", 0.0, 0.95, 0.0, step=0.05, float_=True)
+        self.axis = W.ToggleButtons(options=["step", "epoch"], value="step")
+        super().__init__([self.terms, self.smooth, self.axis], "Training log explorer")
+        self.render()
+
+    def smoothed(self, key: str) -> list[dict]:
+        """Records of ``key`` after an exponential moving average with factor ``smooth``."""
+        out, avg = [], None
+        for r in self.records:
+            if key in r:
+                avg = r[key] if avg is None else self.smooth.value * avg + (1 - self.smooth.value) * r[key]
+                out.append({"step": r["step"], "epoch": r.get("epoch", 0), key: avg})
+        return out
+
+    def draw(self):
+        keys = list(self.terms.value)
+        rows = [rec for k in keys for rec in self.smoothed(k)]
+        last = self.records[-1]
+        self.info.value = (f"{len(self.records)} records, last step {last['step']}: "
+                           + ", ".join(f"{k} {last[k]:.4g}" for k in keys if k in last))
+        return viz.plot_curves(rows, keys, x=self.axis.value)

@@ -163,3 +163,13 @@ def test_ino_train_under_torchrun_with_two_processes(tmp_path, data_dir):
     steps = [rec["step"] for rec in read_log(run) if "loss" in rec]
     assert steps == [1, 2]  # one line per step: only rank 0 writes
     assert r.stdout.count("training 'smoke'") == 1
+
+
+def test_read_log_names_a_broken_line(tmp_path):
+    from inolib.train import read_log
+
+    (tmp_path / "log.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n')
+    with pytest.raises(ValueError, match="log.jsonl:2"):
+        read_log(tmp_path)
+    (tmp_path / "log.jsonl").write_text('{"step": 1, "loss": 2.0}\n\n')
+    assert read_log(tmp_path / "log.jsonl") == [{"step": 1, "loss": 2.0}]

@@ -53,3 +53,14 @@ def test_overlay_colours_only_objects():
     np.testing.assert_allclose(out[0, 0], [0.5, 0, 0])
     np.testing.assert_allclose(out[1, 1], [0, 0, 0])  # void is not an object
     np.testing.assert_allclose(out[2, 2], [0, 0, 0])
+
+
+def test_plot_schedules_one_panel_per_schedule_in_epochs():
+    from inolib import config as C
+    from inolib.schedules import make_schedules
+
+    s = make_schedules(C.charades().optim, steps_per_epoch=10, clip_len=4, world_size=4)
+    fig = viz.plot_schedules(s, 10)
+    assert [ax.get_title() for ax in fig.axes] == ["lr", "wd", "momentum"]
+    x = fig.axes[0].lines[0].get_xdata()
+    assert x[0] == 0 and abs(x[-1] - 24.9) < 1e-9  # 250 steps = 25 epochs

@@ -64,3 +64,22 @@ def test_propagation_explorer_follows_frame_and_cell():
     before = ex.sources
     ex.col.value = 0
     assert ex.sources != before and all(cell % 8 <= 2 for _, cell, _ in ex.sources)  # inside the radius-2 window
+
+
+def test_log_explorer_smooths_and_switches_terms(tmp_path):
+    import json
+
+    from inolib.widgets import LogExplorer
+
+    recs = [{"step": i, "epoch": 1 + i // 5, "loss": float(i % 2), "mim": 1.0} for i in range(1, 11)]
+    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in [{"event": "start"}] + recs))
+    ex = LogExplorer(tmp_path)
+    assert len(ex.records) == 10 and ex.terms.value == ("loss", "mim")
+    raw = [r["loss"] for r in ex.smoothed("loss")]
+    ex.smooth.value = 0.9
+    smooth = [r["loss"] for r in ex.smoothed("loss")]
+    assert max(raw) - min(raw) == 1.0 and max(smooth[2:]) - min(smooth[2:]) < 0.5  # the zigzag flattens
+    ex.terms.value = ("mim",)
+    assert [line.get_label() for line in ex.figure.axes[0].lines] == ["mim"]
+    ex.axis.value = "epoch"
+    assert ex.figure.axes[0].get_xlabel() == "epoch"

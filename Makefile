@@ -45,4 +45,4 @@ clean:
 test-browser: $(STAMP)
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install --quiet playwright
-	$(PY) tests/browser/check_widgets.py --notebooks notebooks/02_out_g2g.ipynb notebooks/04_in_mim.ipynb notebooks/05_in_aff.ipynb notebooks/07_label_propagation.ipynb
+	$(PY) tests/browser/check_widgets.py --notebooks notebooks/02_out_g2g.ipynb notebooks/04_in_mim.ipynb notebooks/05_in_aff.ipynb notebooks/06_training.ipynb notebooks/07_label_propagation.ipynb

@@ -191,9 +191,11 @@ def tiny() -> INOConfig:
         model=ModelConfig(
             embed_dim=192, depth=6, num_heads=3, drop_path_rate=0.0,
             head_out_dim=1024, head_hidden_dim=512, head_bottleneck_dim=128,
+            feature_block=4,  # 7 of 12 blocks in the paper; the same share of 6 (block 7 does not exist here)
         ),
         crops=CropConfig(global_size=96, local_size=32, num_local=4),
         optim=OptimConfig(epochs=10, batch_size_per_gpu=4, warmup_epochs=1, amp="none", num_workers=2),
+        propagation=PropagationConfig(feature_block=4),
     )
 
 

@@ -95,3 +95,10 @@ def test_iter_fields_covers_every_leaf():
     names = [n for n, _, _ in C.iter_fields()]
     assert "loss.teacher_temp" in names and "model.embed_dim" in names and "crops.global_scale" in names
     assert len(names) == len(set(names))
+
+
+def test_every_preset_propagates_from_a_block_it_has():
+    for name in C.PRESETS:
+        cfg = C.get_preset(name)
+        assert 1 <= cfg.propagation.feature_block <= cfg.model.depth, name
+        assert cfg.model.feature_block == cfg.propagation.feature_block, name

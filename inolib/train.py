@@ -10,7 +10,9 @@ resume, logs.
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -122,7 +124,12 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    """Every generator's state in plain tensors and numbers (so checkpoints load with ``weights_only=True``)."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": [version, list(mt), gauss],
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -130,8 +137,11 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -251,7 +261,10 @@ class Trainer:
     def load(self, path: str | Path) -> None:
         """Restore a checkpoint written by :meth:`save` (errors name the file and the mismatch)."""
         path = Path(path)
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - truncated file, foreign pickle, ...
+            raise ValueError(f"{path}: not a resumable inolib checkpoint ({str(e).splitlines()[0][:200]})") from None
         for key in ("student", "teacher", "optimizer", "criterion", "step", "rng"):
             if key not in ck:
                 raise ValueError(f"{path}: not a resumable inolib checkpoint (no {key!r})")
@@ -352,10 +365,13 @@ class Trainer:
                     self.save(self.out / "checkpoint.pth")
             bar.close()
             if self.step % self.steps_per_epoch == 0:  # an epoch ended
-                self.save(self.out / "checkpoint.pth")
+                latest = self.save(self.out / "checkpoint.pth")
                 done = self.step // self.steps_per_epoch
-                if self.keep_every and done % self.keep_every == 0:
-                    self.save(self.out / f"checkpoint_e{done:04d}.pth")
+                if self.keep_every and done % self.keep_every == 0 and self.dist.is_main:
+                    keep = self.out / f"checkpoint_e{done:04d}.pth"
+                    tmp = keep.with_name(keep.name + ".tmp")
+                    shutil.copyfile(latest, tmp)
+                    os.replace(tmp, keep)
             elif self.step >= end:  # stopped by max_steps mid-epoch
                 self.save(self.out / "checkpoint.pth")
         if self._tb is not None:

@@ -89,7 +89,7 @@ def test_resume_mid_epoch_repeats_the_uninterrupted_run(tmp_path, data_dir):
     part = Trainer(cfg, videos, tmp_path / "part", log_every=1, progress=False, tensorboard=False,
                    max_steps=spe + 1)  # stops inside the second epoch
     part.fit()
-    assert torch.load(tmp_path / "part/checkpoint.pth", weights_only=False)["step"] == spe + 1
+    assert torch.load(tmp_path / "part/checkpoint.pth", weights_only=True)["step"] == spe + 1  # tensors only
     resumed = Trainer(cfg, videos, tmp_path / "part", log_every=1, progress=False, tensorboard=False)
     assert resumed.step == spe + 1
     resumed.fit()
@@ -120,7 +120,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
     tr.criterion.forward = poisoned
     with pytest.raises(FloatingPointError, match=f"step {spe + 2} .*checkpoint.pth"):
         tr.fit()
-    kept = torch.load(run / "checkpoint.pth", weights_only=False)
+    kept = torch.load(run / "checkpoint.pth", weights_only=True)
     assert kept["step"] == spe
     assert all(torch.isfinite(v).all() for v in kept["student"].values() if v.is_floating_point())
     assert read_log(run)[-1]["event"] == "nan"
@@ -128,13 +128,20 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
 
 def test_resume_with_another_configuration_names_the_difference(tmp_path, data_dir):
     run = tmp_path / "run"
-    Trainer(small_cfg(), data_dir / "videos", run, progress=False, tensorboard=False, max_steps=1).fit()
+    Trainer(small_cfg(), data_dir / "videos", run, progress=False, tensorboard=False, keep_every=1).fit()
+    assert torch.equal(torch.load(run / "checkpoint_e0002.pth", weights_only=True)["teacher"]["head.mlp.0.weight"],
+                       torch.load(run / "checkpoint.pth", weights_only=True)["teacher"]["head.mlp.0.weight"])
+    assert sorted(p.name for p in run.glob("checkpoint*")) == ["checkpoint.pth", "checkpoint_e0001.pth",
+                                                               "checkpoint_e0002.pth"]
     with pytest.raises(ValueError, match="loss.teacher_temp"):
         Trainer(small_cfg(**{"loss.teacher_temp": "0.02"}), data_dir / "videos", run, progress=False,
                 tensorboard=False)
     fresh = Trainer(small_cfg(**{"loss.teacher_temp": "0.02"}), data_dir / "videos", run, progress=False,
                     tensorboard=False, resume=False)
     assert fresh.step == 0
+    (run / "checkpoint.pth").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="checkpoint.pth: not a resumable"):
+        Trainer(small_cfg(), data_dir / "videos", run, progress=False, tensorboard=False)
 
 
 def test_a_broken_video_is_skipped_with_its_name(tmp_path, data_dir):

@@ -324,7 +324,7 @@ class Trainer:
             with torch.random.fork_rng(devices=[]):  # the loader's seed draw must not move the global RNG
                 batches = iter(loader)
             bar = tqdm(total=self.steps_per_epoch, initial=in_epoch, desc=f"epoch {epoch + 1}/{o.epochs}",
-                       unit="step", disable=not self.progress, leave=False)
+                       unit="step", disable=not self.progress)
             t0, seen = time.perf_counter(), 0
             for batch in batches:
                 if self.step >= end:

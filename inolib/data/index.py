@@ -112,8 +112,8 @@ class VideoIndex:
         if todo:
             with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # decord releases the GIL
                 results = pool.map(lambda i: probe_video(paths[i]), todo)
-                for i, info in zip(todo, tqdm(results, total=len(todo), desc="indexing videos",
-                                              unit="video", disable=not progress)):
+                for i, info in tqdm(zip(todo, results), total=len(todo), desc="indexing videos",
+                                    unit="video", disable=not progress):
                     entries[i] = info
         index = cls(entries)
         if cache_file and (todo or len(cached) != len(paths)):

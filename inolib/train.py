@@ -92,8 +92,11 @@ def train_step(student: nn.Module, teacher: nn.Module, criterion: INOLoss, optim
         center_before = criterion.center.cls.clone()
         terms = criterion(s, t, update_center=update_center, teacher_temp=teacher_temp)
     loss = terms["loss"]
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite loss {float(loss.detach())}: "
+    finite = torch.isfinite(loss.detach()).float()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)  # every process stops together
+    if not finite.item():
+        raise FloatingPointError(f"non-finite loss {float(loss.detach())} (on this or another process): "
                                  + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items()))
     optimizer.zero_grad(set_to_none=True)
     (scaler.scale(loss) if scaler is not None else loss).backward()

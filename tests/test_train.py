@@ -180,3 +180,32 @@ def test_read_log_names_a_broken_line(tmp_path):
         read_log(tmp_path)
     (tmp_path / "log.jsonl").write_text('{"step": 1, "loss": 2.0}\n\n')
     assert read_log(tmp_path / "log.jsonl") == [{"step": 1, "loss": 2.0}]
+
+
+def test_a_nan_on_one_process_stops_every_process(tmp_path, data_dir):
+    """Under torchrun, a non-finite loss on rank 1 only must stop both ranks (not leave rank 0 waiting in DDP)."""
+    script = tmp_path / "nan_rank1.py"
+    script.write_text(f"""
+import os, sys
+from inolib import config as C
+from inolib.train import Trainer
+cfg = C.override(C.smoke(), {{"optim.batch_size_per_gpu": "1"}})
+tr = Trainer(cfg, {str(data_dir / "videos")!r}, {str(tmp_path / "run")!r}, progress=False, tensorboard=False)
+forward = tr.criterion.forward
+def poisoned(*a, **k):
+    out = forward(*a, **k)
+    if tr.dist.rank == 1 and tr.step == 1:
+        out["loss"] = out["loss"] * float("nan")
+    return out
+tr.criterion.forward = poisoned
+try:
+    tr.fit()
+    print("rank", tr.dist.rank, "finished")
+except FloatingPointError as e:
+    print("rank", tr.dist.rank, "stopped at step", tr.step)
+""")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", str(script)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "rank 0 stopped at step 1" in r.stdout and "rank 1 stopped at step 1" in r.stdout

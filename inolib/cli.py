@@ -157,6 +157,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"training {cfg.name!r} on {len(trainer.dataset.videos)} videos: {trainer.steps_per_epoch} steps per "
               f"epoch x {cfg.optim.epochs} epochs, {trainer.dist.world_size} process(es) on {trainer.device}"
               + (f"; resumed at step {trainer.step} from {trainer.last_checkpoint}" if trainer.step else ""))
+    if trainer.step >= trainer.total_steps:
+        if trainer.dist.is_main:
+            print(f"nothing to do: {trainer.out} holds a finished run ({trainer.step} steps); --no-resume starts over")
+        return 0
     last = trainer.fit()
     if trainer.dist.is_main:
         shown = ", ".join(f"{k} {last[k]:.4g}" for k in ("loss", "g2g", "l2g", "mim", "aff") if k in last)

@@ -209,3 +209,18 @@ except FloatingPointError as e:
                        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     assert "rank 0 stopped at step 1" in r.stdout and "rank 1 stopped at step 1" in r.stdout
+
+
+def test_ino_train_command_resumes_and_then_has_nothing_to_do(tmp_path, data_dir, capsys):
+    from inolib.cli import main
+
+    args = ["train", "--preset", "smoke", "--data", str(data_dir / "videos"), "--out", str(tmp_path / "r"),
+            "--no-tensorboard", "--log-every", "1"]
+    assert main(args + ["--max-steps", "2"]) == 0
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "resumed at step 2" in out and "step 7: loss" in out
+    assert main(args) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert main(args + ["--optim.amp", "fp32"]) == 2  # a bad value is a clear error, not a traceback
+    assert "optim.amp" in capsys.readouterr().err

@@ -71,6 +71,7 @@ def test_window_equals_brute_force(h, w, r):
 @pytest.mark.parametrize("h,w,radius,chunk_bytes", [
     (6, 8, 40, None), (6, 8, 2, 3000), (6, 8, 1, 10**9),
     (7, 19, 3, None), (19, 7, 3, 20000), (5, 24, 2, 10**9),  # column bands, row bands (tall grid), one chunk
+    (7, 19, 6, 10**9), (19, 7, 7, 10**9), (6, 23, 9, 3000),  # bands of 3 columns (GPU budgets); one query per chunk
 ])
 def test_propagate_equals_released_transcription(h, w, radius, chunk_bytes):
     g = torch.Generator().manual_seed(0)

@@ -134,7 +134,7 @@ def _rng_state() -> dict:
              "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()  # this process's current GPU
     return state
 
 
@@ -146,7 +146,7 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def read_log(path: str | Path) -> list[dict]:
@@ -251,12 +251,16 @@ class Trainer:
     def save(self, path: str | Path) -> Path:
         """Everything a resumed run needs, written atomically (main process only)."""
         path = Path(path)
+        rng = [_rng_state()]  # one state per process (drop-path draws differ between GPUs)
+        if self.dist.distributed:
+            rng = [None] * self.dist.world_size
+            torch.distributed.all_gather_object(rng, _rng_state())
         if self.dist.is_main:
             save_checkpoint(path, self.cfg, self.student, self.teacher, optimizer=self.optimizer.state_dict(),
                             scaler=self.scaler.state_dict() if self.scaler else None,
                             criterion=self.criterion.state_dict(), step=self.step,
                             epoch=self.step // self.steps_per_epoch, steps_per_epoch=self.steps_per_epoch,
-                            world_size=self.dist.world_size, rng=_rng_state())
+                            world_size=self.dist.world_size, rng=rng)
         barrier()
         self.last_checkpoint = path
         return path
@@ -289,7 +293,7 @@ class Trainer:
             self.scaler.load_state_dict(ck["scaler"])
         self.criterion.load_state_dict(ck["criterion"])
         self.step = int(ck["step"])
-        _set_rng_state(ck["rng"])
+        _set_rng_state(ck["rng"][self.dist.rank])
         self.last_checkpoint = path
 
     # -- logging -------------------------------------------------------------------------------------
@@ -299,7 +303,7 @@ class Trainer:
             return
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        if self._tb is not None and "step" in record:
+        if self._tb is not None and "step" in record and "event" not in record:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k not in ("step", "epoch"):
                     self._tb.add_scalar(f"train/{k}", v, record["step"])
@@ -317,8 +321,9 @@ class Trainer:
         loader_kw = dict(batch_size=o.batch_size_per_gpu, num_workers=o.num_workers,
                          pin_memory=self.device.type == "cuda")
         last: dict = {}
-        if self.dist.is_main and self.step == 0:
-            self._log({"event": "start", "config": cfg.to_dict(), "world_size": self.dist.world_size,
+        if self.dist.is_main:
+            self._log({"event": "start" if self.step == 0 else "resume", "step": self.step,
+                       "config": cfg.to_dict(), "world_size": self.dist.world_size,
                        "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps})
         while self.step < end:
             epoch, in_epoch = divmod(self.step, self.steps_per_epoch)

@@ -222,7 +222,8 @@ class LogExplorer(Explorer):
     def __init__(self, records):
         from .train import read_log
 
-        self.records = [r for r in (read_log(records) if not isinstance(records, list) else records) if "step" in r]
+        records = read_log(records) if not isinstance(records, list) else records
+        self.records = [r for r in records if "step" in r and "event" not in r]
         if not self.records:
             raise ValueError("the log holds no training step yet")
         present = [k for k in self.TERMS if any(k in r for r in self.records)]

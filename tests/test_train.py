@@ -166,7 +166,7 @@ def test_ino_train_under_torchrun_with_two_processes(tmp_path, data_dir):
                                                                            "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     ck = torch.load(run / "checkpoint.pth", weights_only=False)
-    assert ck["step"] == 2 and ck["world_size"] == 2
+    assert ck["step"] == 2 and ck["world_size"] == 2 and len(ck["rng"]) == 2  # each process's generators
     steps = [rec["step"] for rec in read_log(run) if "loss" in rec]
     assert steps == [1, 2]  # one line per step: only rank 0 writes
     assert r.stdout.count("training 'smoke'") == 1

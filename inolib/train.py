@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -198,7 +199,8 @@ class Trainer:
             raise ValueError(f"optim.amp must be one of {sorted(AMP_DTYPES)}, got {cfg.optim.amp!r}")
         self.amp_dtype = AMP_DTYPES[cfg.optim.amp]
         if self.amp_dtype is torch.float16 and self.device.type == "cpu":
-            self.amp_dtype = torch.bfloat16  # fp16 autocast and GradScaler are for GPUs
+            warnings.warn("optim.amp fp16 is for GPUs; using bf16 autocast on the CPU", stacklevel=2)
+            self.amp_dtype = torch.bfloat16
         self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.optim.seed)
 
@@ -206,8 +208,12 @@ class Trainer:
         paths = resolve_sources(sources)
         if not paths:
             raise ValueError(f"no video found in {sources!r}")
-        index = VideoIndex.build(paths, cache_file=self.out / "video_index.json", workers=index_workers,
-                                 progress=self.progress)
+        cache = self.out / "video_index.json"
+        if self.dist.distributed and not self.dist.is_main:
+            barrier()  # rank 0 probes the videos once; the others read its cache
+        index = VideoIndex.build(paths, cache_file=cache, workers=index_workers, progress=self.progress)
+        if self.dist.distributed and self.dist.is_main:
+            barrier()
         self.dataset = ClipDataset(index, cfg.crops)
         self.sampler = ClipSampler(self.dataset.num_starts, cfg.crops.clips_per_video, seed=cfg.optim.seed,
                                    rank=self.dist.rank, world_size=self.dist.world_size)

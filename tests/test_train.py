@@ -224,3 +224,17 @@ def test_ino_train_command_resumes_and_then_has_nothing_to_do(tmp_path, data_dir
     assert "nothing to do" in capsys.readouterr().out
     assert main(args + ["--optim.amp", "fp32"]) == 2  # a bad value is a clear error, not a traceback
     assert "optim.amp" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_steps_on_a_cpu(tmp_path, data_dir, amp):
+    cfg = small_cfg(**{"optim.amp": amp, "optim.epochs": "1"})
+    if amp == "fp16":  # fp16 autocast and its GradScaler are for GPUs: bf16 on a CPU, said aloud
+        with pytest.warns(UserWarning, match="fp16 is for GPUs"):
+            tr = Trainer(cfg, data_dir / "videos", tmp_path, progress=False, tensorboard=False, max_steps=2)
+    else:
+        tr = Trainer(cfg, data_dir / "videos", tmp_path, progress=False, tensorboard=False, max_steps=2)
+    assert tr.amp_dtype is torch.bfloat16 and tr.scaler is None
+    last = tr.fit()
+    assert last["step"] == 2 and math.isfinite(last["loss"])
+    assert all(p.dtype == torch.float32 for p in tr.teacher.parameters())  # weights stay fp32

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+WINDOWS = ("square", "circle")  # released/DINO Chebyshev window; CRW's Euclidean one
 PROTOCOLS = {
     "ino": dict(topk=5, num_context=10, radius=40, temperature=0.1, window="square", window_on_first=True),
     "ino_ytvos": dict(topk=5, num_context=20, radius=50, temperature=0.1, window="square", window_on_first=True),
@@ -56,11 +57,16 @@ def window_mask(grid: tuple[int, int], radius: int, rows: torch.Tensor | None = 
     rows = src if rows is None else rows.to(device=src.device)
     dy = (rows // w)[:, None] - (src // w)[None, :]
     dx = (rows % w)[:, None] - (src % w)[None, :]
+    return _inside(dx, dy, radius, shape)
+
+
+def _inside(dx: torch.Tensor, dy: torch.Tensor, radius: int, shape: str) -> torch.Tensor:
+    """Whether cell offsets (dx, dy) (broadcastable integer tensors) fall in the window: bool."""
     if shape == "square":
-        return (dy.abs() <= radius) & (dx.abs() <= radius)
+        return (dx.abs() <= radius) & (dy.abs() <= radius)
     if shape == "circle":
-        return dy * dy + dx * dx < radius * radius
-    raise ValueError(f"window shape must be 'square' or 'circle', got {shape!r}")
+        return dx * dx + dy * dy < radius * radius
+    raise ValueError(f"window shape must be one of {WINDOWS}, got {shape!r}")
 
 
 def _chunk_size(num_sources: int, max_bytes: int) -> int:
@@ -111,8 +117,8 @@ def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_la
     the ones outside the window; the zeros never reach the top-k (a window holds at least one cell per frame),
     so skipping them changes nothing but the time.
     """
-    if window not in ("square", "circle"):
-        raise ValueError(f"window shape must be 'square' or 'circle', got {window!r}")
+    if window not in WINDOWS:
+        raise ValueError(f"window shape must be one of {WINDOWS}, got {window!r}")
     D, h, w = query.shape
     NC, C = context_labels.shape[:2]
     flip = h > w  # bands run across the longer side
@@ -143,10 +149,7 @@ def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_la
             aff = (q[p0:p1] @ keys[src].T).div_(temperature).exp_()  # (Q, (b-a)*NC*h)
             dx = (pos // h)[:, None] - torch.arange(a, b, device=dev)[None]  # (Q, b-a)
             dy = (pos % h)[:, None] - rows[None]  # (Q, h)
-            if window == "square":
-                allowed = (dx.abs() <= radius)[:, :, None] & (dy.abs() <= radius)[:, None, :]
-            else:
-                allowed = (dx * dx)[:, :, None] + (dy * dy)[:, None, :] < radius * radius
+            allowed = _inside(dx[:, :, None], dy[:, None, :], radius, window)  # (Q, b-a, h)
             view = aff.view(p1 - p0, b - a, NC, h)
             (view if window_on_first else view[:, :, 1:]).mul_(allowed[:, :, None, :])
             # top-k jointly over every context frame; one more to see whether the k-th value is tied

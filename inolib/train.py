@@ -359,7 +359,7 @@ class Trainer:
                                        freeze_last_layer=epoch < o.freeze_last_layer, as_tensors=True)
                 except FloatingPointError as e:
                     kept = self.last_checkpoint or "none yet"
-                    self._log({"event": "nan", "step": it, "epoch": epoch, "error": str(e)})
+                    self._log({"event": "nan", "step": it + 1, "epoch": epoch + 1, "error": str(e)})
                     raise FloatingPointError(f"step {it + 1} (epoch {epoch + 1}): {e}. Training stopped; the "
                                              f"last good checkpoint is {kept}") from None
                 self.step += 1

@@ -123,7 +123,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
     kept = torch.load(run / "checkpoint.pth", weights_only=True)
     assert kept["step"] == spe
     assert all(torch.isfinite(v).all() for v in kept["student"].values() if v.is_floating_point())
-    assert read_log(run)[-1]["event"] == "nan"
+    assert read_log(run)[-1]["event"] == "nan" and read_log(run)[-1]["step"] == spe + 2  # numbered like the others
 
 
 def test_resume_with_another_configuration_names_the_difference(tmp_path, data_dir):

@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--davis", help="DAVIS root (JPEGImages/, Annotations/, ImageSets/)")
     p.add_argument("--ytvos", help="YouTube-VOS root (<split>/JPEGImages, Annotations, meta.json)")
     p.add_argument("--video", help="a video file (decord) to segment from --first-mask")
-    p.add_argument("--first-mask", help="mask of the video's first frame: indexed PNG, greyscale/black-and-white, RGBA drawing or flat colours")
+    p.add_argument("--first-mask", help="mask of the video's first frame: indexed PNG, greyscale or black-and-white, "
+                                        "RGBA drawing, or flat colours")
     p.add_argument("--split", default=None, help="DAVIS split (val) or YouTube-VOS split (valid)")
     p.add_argument("--sequences", nargs="+", default=None, help="only these sequences")
     p.add_argument("--out", required=True, help="output folder")

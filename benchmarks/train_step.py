@@ -22,6 +22,7 @@ from inolib.losses import INOLoss
 from inolib.masking import random_mask
 from inolib.model import build_network, count_parameters
 from inolib.teacher import make_teacher
+from inolib.train import clip_gradients
 
 
 def _sync(device: torch.device) -> None:
@@ -92,6 +93,37 @@ def main() -> None:
         h_ours = _time(lambda: student.head(x_ours), dev, args.repeats)
         h_rel = _time(lambda: student.head(x_rel), dev, args.repeats)
 
+    # Gradient clipping at 3.0 per parameter tensor: the released loop (one norm and one scale per tensor)
+    # against inolib.train.clip_gradients (multi-tensor norms and scales), on this model's gradients.
+    with amp:
+        s = student(g, l, mask)
+        with torch.no_grad():
+            t = teacher(g, None, mask, apply_mask=False)
+        loss = crit(s, t)["loss"]
+    loss.backward()
+    params = [p for p in student.parameters() if p.grad is not None]
+    saved = [p.grad.clone() for p in params]
+
+    def restore():
+        for p, gr in zip(params, saved):
+            p.grad.copy_(gr)
+
+    def released_clip():
+        restore()
+        for p in params:
+            norm = p.grad.norm(2)
+            coef = 3.0 / (norm + 1e-6)
+            if coef < 1:  # .item() on each tensor, as released
+                p.grad.mul_(coef)
+
+    def ours_clip():
+        restore()
+        clip_gradients(params, 3.0)
+
+    c_rel = _time(released_clip, dev, args.repeats)
+    c_ours = _time(ours_clip, dev, args.repeats)
+    c_copy = _time(restore, dev, args.repeats)
+
     ms = lambda xs: f"{1000 * statistics.median(xs):8.1f} ms (min {1000 * min(xs):.1f})"
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {dev}"
           + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""))
@@ -102,6 +134,8 @@ def main() -> None:
     print(f"head rows per step: ours {ours_rows}, released {released_rows} ({released_rows / ours_rows:.1f}x)")
     print(f"head forward on ours:     {ms(h_ours)}")
     print(f"head forward on released: {ms(h_rel)}")
+    print(f"clip {len(params)} gradient tensors, released loop: {ms(c_rel)}; clip_gradients: {ms(c_ours)} "
+          f"(both include restoring the gradients: {ms(c_copy).strip()})")
 
 
 if __name__ == "__main__":

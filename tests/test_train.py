@@ -159,7 +159,7 @@ def test_a_broken_video_is_skipped_with_its_name(tmp_path, data_dir):
 
 def test_ino_train_under_torchrun_with_two_processes(tmp_path, data_dir):
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "inolib", "train", "--preset", "smoke", "--data", str(data_dir / "videos"), "--out", str(run),
            "--max-steps", "2", "--log-every", "1", "--no-tensorboard", "--optim.batch_size_per_gpu", "1"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
@@ -205,7 +205,7 @@ except FloatingPointError as e:
     outcome = f"stopped at step {{tr.step}}"
 open({str(tmp_path)!r} + f"/rank{{tr.dist.rank}}.txt", "w").write(outcome)  # one file per rank: no interleaving
 """)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", str(script)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
                        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]

@@ -147,6 +147,15 @@ def cmd_propagate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .distributed import cleanup
+
+    try:
+        return _train(args)
+    finally:
+        cleanup()  # leave the process group cleanly, also when a NaN stops the run
+
+
+def _train(args: argparse.Namespace) -> int:
     from .train import Trainer
 
     cfg = config_from_args(args)

@@ -65,5 +65,8 @@ def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str,
 
 
 def cleanup() -> None:
+    """Leave the process group: every process first reaches the barrier, so none tears its connections
+    down while another still uses them."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

@@ -188,6 +188,7 @@ def test_a_nan_on_one_process_stops_every_process(tmp_path, data_dir):
     script.write_text(f"""
 import os, sys
 from inolib import config as C
+from inolib.distributed import cleanup
 from inolib.train import Trainer
 cfg = C.override(C.smoke(), {{"optim.batch_size_per_gpu": "1"}})
 tr = Trainer(cfg, {str(data_dir / "videos")!r}, {str(tmp_path / "run")!r}, progress=False, tensorboard=False)
@@ -204,6 +205,7 @@ try:
 except FloatingPointError as e:
     outcome = f"stopped at step {{tr.step}}"
 open({str(tmp_path)!r} + f"/rank{{tr.dist.rank}}.txt", "w").write(outcome)  # one file per rank: no interleaving
+cleanup()
 """)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=180,

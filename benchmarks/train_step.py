@@ -68,7 +68,8 @@ def main() -> None:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
     amp = torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None)
 
-    def step(masked: bool):
+    def backward(masked: bool):
+        """Student and teacher forward, L_INO, backward: leaves the gradients on the student."""
         mk = mask if masked else None
         with amp:
             s = student(g, l, mk)
@@ -76,6 +77,9 @@ def main() -> None:
                 t = teacher(g, None, mk, apply_mask=False)
             loss = crit(s, t)["loss"]
         loss.backward()
+
+    def step(masked: bool):
+        backward(masked)
         student.zero_grad(set_to_none=True)
 
     step(True)  # warm-up
@@ -95,12 +99,7 @@ def main() -> None:
 
     # Gradient clipping at 3.0 per parameter tensor: the released loop (one norm and one scale per tensor)
     # against inolib.train.clip_gradients (multi-tensor norms and scales), on this model's gradients.
-    with amp:
-        s = student(g, l, mask)
-        with torch.no_grad():
-            t = teacher(g, None, mask, apply_mask=False)
-        loss = crit(s, t)["loss"]
-    loss.backward()
+    backward(True)
     params = [p for p in student.parameters() if p.grad is not None]
     saved = [p.grad.clone() for p in params]
 

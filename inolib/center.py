@@ -19,9 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-
-def _dist_ready() -> bool:
-    return dist.is_available() and dist.is_initialized()
+from .distributed import ready
 
 
 class Center(nn.Module):
@@ -59,7 +57,7 @@ class Center(nn.Module):
             patch_sum = cls_sum.new_zeros(K)
             patch_cnt = cls_sum.new_zeros(1)
         stats = torch.cat([cls_sum, cls_cnt, patch_sum, patch_cnt])  # one all-reduce for everything
-        if _dist_ready():
+        if ready():
             dist.all_reduce(stats)
         cls_sum, cls_cnt, patch_sum, patch_cnt = stats.split([K, 1, K, 1])
         m = self.momentum

@@ -49,14 +49,19 @@ def init_distributed(device: str | torch.device = "cpu") -> DistInfo:
     return DistInfo(rank, world, local, dev)
 
 
+def ready() -> bool:
+    """Whether a process group is up (False in a plain single process)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if ready():
         dist.barrier()
 
 
 def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
     """Average floats over processes (a no-op in a single process): one collective for the whole dict."""
-    if not (dist.is_available() and dist.is_initialized()) or not values:
+    if not ready() or not values:
         return values
     t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
     dist.all_reduce(t)
@@ -67,6 +72,6 @@ def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str,
 def cleanup() -> None:
     """Leave the process group: every process first reaches the barrier, so none tears its connections
     down while another still uses them."""
-    if dist.is_available() and dist.is_initialized():
+    if ready():
         dist.barrier()
         dist.destroy_process_group()

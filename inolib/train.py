@@ -26,7 +26,7 @@ from .checkpoint import save_checkpoint
 from .config import INOConfig
 from .data.clips import ClipDataset, ClipSampler, SkipLog, _seed, make_clip_loader
 from .data.index import VideoIndex, resolve_sources
-from .distributed import all_reduce_mean, barrier
+from .distributed import all_reduce_mean, barrier, ready
 from .losses import INOLoss
 from .masking import make_mask
 from .model import build_network
@@ -94,7 +94,7 @@ def train_step(student: nn.Module, teacher: nn.Module, criterion: INOLoss, optim
         terms = criterion(s, t, update_center=update_center, teacher_temp=teacher_temp)
     loss = terms["loss"]
     finite = torch.isfinite(loss.detach()).float()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if ready():
         torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)  # every process stops together
     if not finite.item():
         raise FloatingPointError(f"non-finite loss {float(loss.detach())} (on this or another process): "

@@ -135,9 +135,8 @@ def write_sequence(vit: INOViT, seq, target: str | Path, cfg: PropagationConfig,
     return True
 
 
-def read_first_mask(path: str | Path, max_colours: int = 20) -> tuple[np.ndarray, None]:
-    """A hand-made first-frame mask as uint8 object ids (H, W) (0 background, 255 void); the palette is left to
-    the DAVIS one.
+def read_first_mask(path: str | Path, max_colours: int = 20) -> np.ndarray:
+    """A hand-made first-frame mask as uint8 object ids (H, W) (0 background, 255 void).
 
     Accepted: an indexed PNG (its indices are the ids); a greyscale or black-and-white image (>= 128 is object 1);
     an RGBA image whose alpha is the drawing (alpha >= 128 is object 1); a colour image with a few flat colours
@@ -153,33 +152,28 @@ def read_first_mask(path: str | Path, max_colours: int = 20) -> tuple[np.ndarray
     except OSError as e:
         raise ValueError(f"{path}: not a readable image ({e})") from None
     if mode == "P":
-        return arr.astype(np.uint8), None
+        return arr.astype(np.uint8)
     if mode in ("L", "1", "I;16", "I", "F", "LA"):
         grey = arr[..., 0] if mode == "LA" else arr
-        return (np.asarray(grey) >= (128 if mode != "1" else 1)).astype(np.uint8), None
+        return (np.asarray(grey) >= (128 if mode != "1" else 1)).astype(np.uint8)
     if mode not in ("RGB", "RGBA"):
         raise ValueError(f"{path}: a first-frame mask must be an indexed, greyscale or RGB(A) PNG, got mode {mode}")
     rgb = arr[..., :3]
     if mode == "RGBA" and (arr[..., 3] < 255).any() and (rgb == rgb.reshape(-1, 3)[0]).all():
-        return (arr[..., 3] >= 128).astype(np.uint8), None  # one flat colour, drawn with the alpha channel
+        return (arr[..., 3] >= 128).astype(np.uint8)  # one flat colour, drawn with the alpha channel
     if (rgb[..., :1] == rgb).all():
-        return (rgb[..., 0] >= 128).astype(np.uint8), None  # grey levels stored as RGB
-    colours = np.unique(rgb.reshape(-1, 3), axis=0)
-    colours = colours[colours.any(1)]  # black is the background
-    if len(colours) > max_colours:
-        raise ValueError(f"{path}: {len(colours)} different colours; a mask needs a few flat colours (one per "
+        return (rgb[..., 0] >= 128).astype(np.uint8)  # grey levels stored as RGB
+    colours, inverse = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)  # sorted: black first
+    drawn = colours.any(1)  # black is the background
+    if drawn.sum() > max_colours:
+        raise ValueError(f"{path}: {int(drawn.sum())} different colours; a mask needs a few flat colours (one per "
                          f"object). Save it as an indexed or greyscale PNG (not JPEG, no anti-aliasing)")
-    palette = davis_palette()
-    ids = np.zeros(rgb.shape[:2], dtype=np.uint8)
-    used = set()
-    known = {tuple(c): i for i, c in enumerate(palette.tolist()) if 0 < i < 255}
-    for c in colours.tolist():
-        if tuple(c) in known:
-            used.add(known[tuple(c)])
+    known = {tuple(c): i for i, c in enumerate(davis_palette().tolist()) if 0 < i < 255}
+    palette_ids = [known.get(tuple(c), 0) if d else 0 for c, d in zip(colours.tolist(), drawn)]
+    used = set(palette_ids)
     free = (i for i in range(1, 255) if i not in used)
-    for c in colours.tolist():
-        ids[(rgb == np.array(c, dtype=rgb.dtype)).all(-1)] = known.get(tuple(c)) or next(free)
-    return ids, None
+    lut = np.array([i or (next(free) if d else 0) for i, d in zip(palette_ids, drawn)], dtype=np.uint8)
+    return lut[inverse.reshape(rgb.shape[:2])]  # one id per colour
 
 
 class VideoSequence:
@@ -203,7 +197,7 @@ class VideoSequence:
         mask_path = Path(first_mask)
         if not mask_path.is_file():
             raise FileNotFoundError(f"first-frame mask not found: {mask_path}")
-        arr, palette = read_first_mask(mask_path)
+        arr = read_first_mask(mask_path)
         if arr.shape != self.size:
             raise ValueError(f"{mask_path}: mask is {arr.shape[1]}x{arr.shape[0]}, the video is "
                              f"{self.size[1]}x{self.size[0]}")
@@ -213,7 +207,7 @@ class VideoSequence:
             raise ValueError(f"{mask_path}: the mask holds no object")
         self.first_frame = {o: 0 for o in self.object_ids}
         self.mask_paths = {0: mask_path}
-        self.palette = palette
+        self.palette = None  # written with the DAVIS palette
         self.frame_paths = [Path(f"{i:05d}.jpg") for i in range(self.num_frames)]
 
     def load_frames(self, indices=None) -> torch.Tensor:

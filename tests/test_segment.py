@@ -145,21 +145,21 @@ def test_read_first_mask_accepts_hand_made_masks(tmp_path):
     ids = np.zeros((6, 8), np.uint8)
     ids[1:3, 1:4], ids[4:, 5:] = 1, 2
     write_ids_png(tmp_path / "p.png", ids)
-    assert np.array_equal(read_first_mask(tmp_path / "p.png")[0], ids)
+    assert np.array_equal(read_first_mask(tmp_path / "p.png"), ids)
     Image.fromarray((ids > 0).astype(np.uint8) * 255).save(tmp_path / "l.png")
-    assert np.array_equal(read_first_mask(tmp_path / "l.png")[0], (ids > 0).astype(np.uint8))
+    assert np.array_equal(read_first_mask(tmp_path / "l.png"), (ids > 0).astype(np.uint8))
     grey_rgb = np.repeat(((ids > 0) * 200).astype(np.uint8)[..., None], 3, -1)
     Image.fromarray(grey_rgb).save(tmp_path / "g.png")
-    assert np.array_equal(read_first_mask(tmp_path / "g.png")[0], (ids > 0).astype(np.uint8))
+    assert np.array_equal(read_first_mask(tmp_path / "g.png"), (ids > 0).astype(np.uint8))
     rgba = np.zeros((6, 8, 4), np.uint8)
     rgba[..., 0] = 255
     rgba[..., 3] = (ids > 0) * 255  # a red brush on a transparent layer
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
-    assert np.array_equal(read_first_mask(tmp_path / "a.png")[0], (ids > 0).astype(np.uint8))
+    assert np.array_equal(read_first_mask(tmp_path / "a.png"), (ids > 0).astype(np.uint8))
     colour = davis_palette()[ids]  # DAVIS colours keep their index ...
     colour[ids == 2] = (10, 200, 30)  # ... another colour gets the next free id
     Image.fromarray(colour).save(tmp_path / "c.png")
-    got = read_first_mask(tmp_path / "c.png")[0]
+    got = read_first_mask(tmp_path / "c.png")
     assert np.array_equal(got == 1, ids == 1) and np.array_equal(got == 2, ids == 2)
     noisy = np.random.default_rng(0).integers(0, 255, (6, 8, 3), dtype=np.uint8)
     Image.fromarray(noisy).save(tmp_path / "n.png")

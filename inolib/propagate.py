@@ -139,6 +139,8 @@ def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_la
         c1 = min(c0 + bw, w)
         a, b = max(0, c0 - reach), min(w, c1 + reach)  # key columns this band can see
         src = slice(a * NC * h, b * NC * h)
+        band_keys, band_labels = keys[src], labels[:, src]
+        cols = torch.arange(a, b, device=dev)
         k = min(topk, (b - a) * NC * h)
         chunk = _chunk_size((b - a) * NC * h, budget)
         for p0 in range(c0 * h, c1 * h, chunk):
@@ -146,15 +148,14 @@ def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_la
             pos = torch.arange(p0, p1, device=dev)
             # cos / temperature as released (folding 1/temperature into q would round differently and
             # break exact ties of the k-th value, which decide how many entries are kept)
-            aff = (q[p0:p1] @ keys[src].T).div_(temperature).exp_()  # (Q, (b-a)*NC*h)
-            dx = (pos // h)[:, None] - torch.arange(a, b, device=dev)[None]  # (Q, b-a)
+            aff = (q[p0:p1] @ band_keys.T).div_(temperature).exp_()  # (Q, (b-a)*NC*h)
+            dx = (pos // h)[:, None] - cols[None]  # (Q, b-a)
             dy = (pos % h)[:, None] - rows[None]  # (Q, h)
             allowed = _inside(dx[:, :, None], dy[:, None, :], radius, window)  # (Q, b-a, h)
             view = aff.view(p1 - p0, b - a, NC, h)
             (view if window_on_first else view[:, :, 1:]).mul_(allowed[:, :, None, :])
             # top-k jointly over every context frame; one more to see whether the k-th value is tied
             vals, idx = aff.topk(min(k + 1, aff.shape[1]), dim=1)
-            band_labels = labels[:, src]
             weights = vals[:, :k] / vals[:, :k].sum(1, keepdim=True)
             out[:, p0:p1] = (band_labels[:, idx[:, :k]] * weights).sum(-1)  # (C, Q)
             if vals.shape[1] > k:

@@ -87,7 +87,7 @@ class MaskConfig:
     """Patch masking of the student's global crops (in-generative learning)."""
 
     mode: str = "random"  # "random" (released code, ref §3.4) or "block" (paper's blockwise, Sec. 3.3)
-    prob: float = 0.5  # masking is used in a step with this probability, Sec. 4.1
+    prob: float = 0.5  # probability that a step is masked (released --mask_prob), Sec. 4.1 and ref §3.4
     ratio: tuple[float, float] = (0.1, 0.5)  # r ~ U(r_l, r_h), Sec. 4.1 and App. B.1.1
     block_min_patches: int = 4  # smallest block (BEiT/iBOT default), used when mode="block"
     block_aspect: float = 0.3  # block aspect ratio range (a, 1/a) (BEiT/iBOT default)

@@ -66,10 +66,10 @@ def run_demo(cfg: C.INOConfig, data_dir: str | Path = "data", device: str = "cpu
 
     grid = (cfg.crops.global_size // m.patch_size,) * 2
     gen = torch.Generator().manual_seed(seed)
-    mask_cfg = C.MaskConfig(mode=cfg.masking.mode, prob=0.0, ratio=cfg.masking.ratio)  # always mask here
+    mask_cfg = C.MaskConfig(mode=cfg.masking.mode, prob=1.0, ratio=cfg.masking.ratio)  # always mask here
     mask = make_mask(mask_cfg, global_crops.shape[0], global_crops.shape[1], grid, gen)
     echo(f"mask {_shape(mask)} ({cfg.masking.mode}): {int(mask[0, 0].sum())} of {grid[0] * grid[1]} patches "
-         f"masked in every frame (in training a step is unmasked with probability {cfg.masking.prob})")
+         f"masked in every frame (in training a step is masked with probability {cfg.masking.prob})")
 
     with torch.no_grad():
         s = student(global_crops, local_crops, mask)

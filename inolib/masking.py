@@ -3,15 +3,15 @@
 Two schemes, both returning a bool tensor (B, T, N) over B clips, T frames and N = h*w patches
 (True = masked), drawn from an explicit ``torch.Generator``:
 
-* ``random_mask``: what the released code does (ref §3.4). With probability ``prob`` nothing is masked
-  in this step; otherwise a ratio r ~ U(ratio) is drawn and int(r*N) patches, chosen uniformly at
-  random, are masked. ONE pattern is shared by every clip and frame of the step.
+* ``random_mask``: what the released code does (ref §3.4). With probability ``prob`` the step is
+  masked: a ratio r ~ U(ratio) is drawn and int(r*N) patches, chosen uniformly at random, are masked;
+  otherwise nothing is masked. ONE pattern is shared by every clip and frame of the step.
 * ``block_mask``: the paper's blockwise masking (Sec. 3.3; BEiT/iBOT-style rectangles). Same
   probability and ratio, but each clip gets its own block pattern, shared by its frames (L_in_aff
   compares the same positions across frames).
 
-In a distributed run every rank must use the same mask in "random" mode (the released code broadcasts
-it): seed the generator identically on every rank.
+In a distributed run every rank must use the same mask (the released code broadcasts rank 0's): seed the
+generator identically on every rank (``Trainer`` seeds it from the run seed and the step, never the rank).
 """
 
 from __future__ import annotations
@@ -45,12 +45,12 @@ def random_mask(
 ) -> torch.Tensor:
     """The released scheme: one uniformly random pattern shared by the whole step.
 
-    Returns bool (B, T, N), N = grid[0] * grid[1]; all False with probability ``prob``.
+    Returns bool (B, T, N), N = grid[0] * grid[1]; masked with probability ``prob``, all False otherwise.
     """
     _check_ratio(ratio, prob)
     N = grid[0] * grid[1]
     mask = torch.zeros(N, dtype=torch.bool)
-    if torch.rand((), generator=generator).item() >= prob:
+    if torch.rand((), generator=generator).item() < prob:
         k = int(_uniform(ratio[0], ratio[1], generator) * N)
         mask[torch.randperm(N, generator=generator)[:k]] = True
     return mask.expand(batch_size, num_frames, N).clone()
@@ -98,7 +98,7 @@ def block_mask(
 ) -> torch.Tensor:
     """The paper's blockwise masking: per clip, rectangles covering about r*N patches, shared by frames.
 
-    Returns bool (B, T, N); all False with probability ``prob``. r is drawn once per step.
+    Returns bool (B, T, N); masked with probability ``prob``, all False otherwise. r is drawn once per step.
     """
     _check_ratio(ratio, prob)
     if not 0 < aspect <= 1:
@@ -106,7 +106,7 @@ def block_mask(
     h, w = grid
     N = h * w
     mask = torch.zeros(batch_size, N, dtype=torch.bool)
-    if torch.rand((), generator=generator).item() >= prob:
+    if torch.rand((), generator=generator).item() < prob:
         k = int(_uniform(ratio[0], ratio[1], generator) * N)
         for b in range(batch_size):  # a handful of clips; the loop is over blocks, not pixels
             mask[b] = _block_pattern(h, w, k, min_patches, aspect, generator)

@@ -100,7 +100,7 @@ class MaskExplorer(Explorer):
     def draw(self):
         H, W_ = self.image.shape[-2:]
         grid = (H // self.patch_size, W_ // self.patch_size)
-        cfg = MaskConfig(mode=self.mode.value, prob=0.0, ratio=(self.ratio.value, self.ratio.value))
+        cfg = MaskConfig(mode=self.mode.value, prob=1.0, ratio=(self.ratio.value, self.ratio.value))
         mask = make_mask(cfg, 1, 1, grid, torch.Generator().manual_seed(self.seed.value))[0, 0]
         self.mask = mask
         self.info.value = f"{int(mask.sum())} of {mask.numel()} patches masked ({self.mode.value})"

@@ -40,22 +40,22 @@ def test_random_mask_positions_are_uniform():
     g = _gen(1)
     hits = torch.zeros(N)
     for _ in range(500):
-        hits += random_mask(1, 1, GRID, (0.3, 0.3), 0.0, g)[0, 0].float()
+        hits += random_mask(1, 1, GRID, (0.3, 0.3), 1.0, g)[0, 0].float()
     # every draw masks int(0.3 * 196) = 58 cells; each cell is hit ~148 times out of 500
     assert (hits.sum() == 500 * int(0.3 * N))
     assert hits.min() > 90 and hits.max() < 210
 
 
 def test_random_mask_seeding_and_prob():
-    a = random_mask(2, 3, GRID, (0.1, 0.5), 0.0, _gen(5))
-    b = random_mask(2, 3, GRID, (0.1, 0.5), 0.0, _gen(5))
-    c = random_mask(2, 3, GRID, (0.1, 0.5), 0.0, _gen(6))
+    a = random_mask(2, 3, GRID, (0.1, 0.5), 1.0, _gen(5))
+    b = random_mask(2, 3, GRID, (0.1, 0.5), 1.0, _gen(5))
+    c = random_mask(2, 3, GRID, (0.1, 0.5), 1.0, _gen(6))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     g = _gen(7)
     for _ in range(50):
-        assert random_mask(2, 2, GRID, (0.1, 0.5), 0.0, g).any()  # prob=0: always masked
-        assert not random_mask(2, 2, GRID, (0.1, 0.5), 1.0, g).any()  # prob=1: never
+        assert random_mask(2, 2, GRID, (0.1, 0.5), 1.0, g).any()  # prob=1: always masked
+        assert not random_mask(2, 2, GRID, (0.1, 0.5), 0.0, g).any()  # prob=0: never
 
 
 def _components(cells: torch.Tensor) -> int:
@@ -105,7 +105,7 @@ def test_block_mask_small_ratio_is_blocky():
     g = _gen(11)
     comps = []
     for _ in range(20):
-        m = block_mask(2, 2, GRID, (0.1, 0.1), 0.0, g)
+        m = block_mask(2, 2, GRID, (0.1, 0.1), 1.0, g)
         for b in range(2):
             cells = m[b, 0]
             assert 0 < int(cells.sum()) <= int(0.1 * N)
@@ -115,11 +115,11 @@ def test_block_mask_small_ratio_is_blocky():
 
 
 def test_block_mask_seeding_and_prob():
-    a = block_mask(3, 2, GRID, (0.1, 0.5), 0.0, _gen(3))
-    b = block_mask(3, 2, GRID, (0.1, 0.5), 0.0, _gen(3))
-    c = block_mask(3, 2, GRID, (0.1, 0.5), 0.0, _gen(4))
+    a = block_mask(3, 2, GRID, (0.1, 0.5), 1.0, _gen(3))
+    b = block_mask(3, 2, GRID, (0.1, 0.5), 1.0, _gen(3))
+    c = block_mask(3, 2, GRID, (0.1, 0.5), 1.0, _gen(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
-    assert not block_mask(3, 2, GRID, (0.1, 0.5), 1.0, _gen(5)).any()
+    assert not block_mask(3, 2, GRID, (0.1, 0.5), 0.0, _gen(5)).any()
     with pytest.raises(ValueError):
         block_mask(3, 2, GRID, (0.1, 0.5), 0.5, _gen(5), aspect=0.0)
 
@@ -129,18 +129,18 @@ def test_random_mask_is_not_blocky():
     g = _gen(12)
     n_cells = n_comp = 0
     for _ in range(20):
-        cells = random_mask(1, 1, GRID, (0.1, 0.1), 0.0, g)[0, 0]
+        cells = random_mask(1, 1, GRID, (0.1, 0.1), 1.0, g)[0, 0]
         n_cells += int(cells.sum())
         n_comp += _components(cells.reshape(GRID))
     assert n_comp * 2 > n_cells
 
 
 def test_make_mask_dispatch_and_errors():
-    r = make_mask(MaskConfig(mode="random", prob=0.0, ratio=(0.2, 0.4)), 2, 3, GRID, _gen(1))
-    assert torch.equal(r, random_mask(2, 3, GRID, (0.2, 0.4), 0.0, _gen(1)))
-    cfg = MaskConfig(mode="block", prob=0.0, ratio=(0.2, 0.4), block_min_patches=6, block_aspect=0.5)
+    r = make_mask(MaskConfig(mode="random", prob=1.0, ratio=(0.2, 0.4)), 2, 3, GRID, _gen(1))
+    assert torch.equal(r, random_mask(2, 3, GRID, (0.2, 0.4), 1.0, _gen(1)))
+    cfg = MaskConfig(mode="block", prob=1.0, ratio=(0.2, 0.4), block_min_patches=6, block_aspect=0.5)
     b = make_mask(cfg, 2, 3, GRID, _gen(1))
-    assert torch.equal(b, block_mask(2, 3, GRID, (0.2, 0.4), 0.0, _gen(1), min_patches=6, aspect=0.5))
+    assert torch.equal(b, block_mask(2, 3, GRID, (0.2, 0.4), 1.0, _gen(1), min_patches=6, aspect=0.5))
     assert not torch.equal(r, b)
     assert make_mask(MaskConfig(), 1, 1, GRID, _gen(0)).shape == (1, 1, N)
     with pytest.raises(ValueError):
@@ -188,3 +188,14 @@ def test_masked_positions_empty_and_errors():
         masked_positions(torch.zeros(2, 3, 7))
     with pytest.raises(ValueError):
         masked_positions(torch.zeros(3, 7, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("mode", ["random", "block"])
+@pytest.mark.parametrize("prob", [0.2, 0.8])
+def test_prob_is_the_probability_of_masking(mode, prob):
+    """``masking.prob`` is the chance that a step is masked (the released ``--mask_prob``), not of skipping."""
+    cfg = MaskConfig(mode=mode, prob=prob, ratio=(0.2, 0.4))
+    g = _gen(99)
+    n = 400
+    rate = sum(bool(make_mask(cfg, 1, 2, GRID, g).any()) for _ in range(n)) / n
+    assert abs(rate - prob) < 0.07, f"{mode}: masked in {rate:.2f} of steps at prob {prob}"

@@ -110,7 +110,7 @@ def test_autocast_cpu_forward_and_backward(dtype):
     net = build_network(cfg.model)
     g = torch.randn(2, 4, 3, 64, 64)
     l = torch.randn(2, 4, 2, 3, 32, 32)
-    mask = random_mask(2, 4, (8, 8), prob=0.0, generator=torch.Generator().manual_seed(0))
+    mask = random_mask(2, 4, (8, 8), prob=1.0, generator=torch.Generator().manual_seed(0))
     with torch.autocast("cpu", dtype=dtype):
         out = net(g, l, mask)
         loss = sum(v.float().square().mean() for k, v in out.items() if v.is_floating_point())
@@ -252,7 +252,7 @@ def test_network_runs_head_only_on_tokens_that_feed_a_loss():
     B, T, M = 2, 4, 3
     g = torch.randn(B, T, 3, 64, 64)
     l = torch.randn(B, T, M, 3, 32, 32)
-    mask = random_mask(B, T, (8, 8), ratio=(0.25, 0.25), prob=0.0, generator=torch.Generator().manual_seed(0))
+    mask = random_mask(B, T, (8, 8), ratio=(0.25, 0.25), prob=1.0, generator=torch.Generator().manual_seed(0))
     P = int(mask[0, 0].sum())
     head_rows, embed_calls = [], []
     net.head.register_forward_hook(lambda m, a, o: head_rows.append(a[0].shape[0]))

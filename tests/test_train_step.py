@@ -22,7 +22,7 @@ def setup():
     opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
     g = torch.randn(2, 4, 3, 64, 64)
     l = torch.randn(2, 4, 2, 3, 32, 32)
-    mask = random_mask(2, 4, (8, 8), prob=0.0, generator=torch.Generator().manual_seed(0))
+    mask = random_mask(2, 4, (8, 8), prob=1.0, generator=torch.Generator().manual_seed(0))
     return cfg, student, teacher, crit, opt, g, l, mask
 
 

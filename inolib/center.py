@@ -4,13 +4,19 @@ Two centers, as in the released code (ref §3.5): one for class-token logits (us
 L_out_l2g) and one for patch-token logits (used by L_in_mim). Both use momentum 0.9:
 ``c <- m * c + (1 - m) * batch_mean``.
 
-Deliberate simplification: here each center is updated ONCE per training step, from all of the
-step's teacher outputs (class: every global crop's class logits; patch: the teacher patch logits at
-the masked positions). The released code updates the class center once per frame pair (twice per
-step for L=4, each time from that pair's logits) and the patch center once per frame (four times per
-masked step). With equal-size updates the difference is only how the momentum compounds within a
-step. When a process group is initialised the sums and counts are all-reduced, so every rank keeps
-the same centers; a plain single process needs no ``torch.distributed`` at all.
+Two cadences (``loss.center_update``):
+
+* ``"released"`` (default; what produced the paper's numbers, ref §3.1-3.2): the class center moves once
+  per frame pair (pairs (n, T/2 + n), each from that pair's 2B teacher class logits) and the patch center
+  once per masked frame (from that frame's masked teacher tokens), inside the loss, so a later pair or
+  frame is scored against the already moved center. At L = 4 the step's effective momentum is 0.81 for
+  the class center and 0.66 for the patch center. :meth:`Center.released` computes the whole sequence at
+  once: the teacher outputs are known before any update, so each center is a closed-form geometric sum
+  (:func:`sequential_centers`).
+* ``"step"``: each center moves once per step from all of the step's teacher outputs (:meth:`Center.update`).
+
+When a process group is initialised the sums and counts are all-reduced, so every rank keeps the same
+centers; a plain single process needs no ``torch.distributed`` at all.
 """
 
 from __future__ import annotations
@@ -20,6 +26,37 @@ import torch.distributed as dist
 from torch import nn
 
 from .distributed import ready
+
+
+def sequential_centers(start: torch.Tensor, means: torch.Tensor, valid: torch.Tensor, momentum: float) -> torch.Tensor:
+    """The centers of S momentum updates applied one after the other, in closed form.
+
+    Args:
+        start: (1, K) center before the first update.
+        means: (S, K) the mean each update moves toward.
+        valid: bool (S,); an update with ``valid`` False is skipped (the center stays).
+        momentum: m in ``c <- m c + (1 - m) mean``.
+    Returns:
+        (S + 1, K): row s is the center before update s; row S the center after all of them.
+        ``c_s = m^n_s c_0 + (1 - m) sum_{j < s, valid_j} m^(n_s - n_j - 1) mean_j`` with n_s the number of
+        valid updates before s; computed in float64, returned in ``start``'s dtype.
+    """
+    if start.dim() != 2 or start.shape[0] != 1 or means.dim() != 2 or means.shape[1] != start.shape[1]:
+        raise ValueError(f"sequential_centers: start {tuple(start.shape)} must be (1, K) and means "
+                         f"{tuple(means.shape)} (S, K)")
+    if valid.shape != means.shape[:1]:
+        raise ValueError(f"sequential_centers: valid {tuple(valid.shape)} must be ({means.shape[0]},)")
+    S = means.shape[0]
+    v = valid.to(torch.float64)
+    n = torch.cat([v.new_zeros(1), v.cumsum(0)])  # (S + 1,) valid updates before each row
+    m = torch.tensor(momentum, dtype=torch.float64, device=means.device)
+    s_idx = torch.arange(S + 1, device=means.device)[:, None]
+    j_idx = torch.arange(S, device=means.device)[None, :]
+    expo = (n[:, None] - n[None, :S] - 1).clamp(min=0)  # (S + 1, S)
+    applies = (j_idx < s_idx) & valid[None, :].bool()  # update j happened before row s
+    weights = ((1 - m) * m ** expo) * applies
+    out = m ** n[:, None] * start.to(torch.float64) + weights @ means.to(torch.float64)
+    return out.to(start.dtype)
 
 
 class Center(nn.Module):
@@ -64,3 +101,50 @@ class Center(nn.Module):
         self.cls.mul_(m).add_((cls_sum / cls_cnt.clamp(min=1)).unsqueeze(0), alpha=1 - m)
         new_patch = m * self.patch + (1 - m) * (patch_sum / patch_cnt.clamp(min=1)).unsqueeze(0)
         self.patch.copy_(torch.where(patch_cnt > 0, new_patch, self.patch))  # no host sync
+
+    @torch.no_grad()
+    def released(self, teacher_cls: torch.Tensor, teacher_patches: torch.Tensor | None = None,
+                 mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The released cadence: the centers each frame is scored with, and the centers after the step.
+
+        Args:
+            teacher_cls: (B, T, K) class logits of the global crops, T even (pairs (n, T/2 + n)).
+            teacher_patches: optional (B, T, N, K) patch logits (full or compact layout).
+            mask: bool (B, T, N), the masked positions (the tokens that enter the patch center).
+        Returns ``cls`` (T, K): frame t is scored with the center of its pair (before that pair's update);
+        ``patch`` (T, K): frame t with the patch center before its own update; ``cls_after`` and
+        ``patch_after`` (1, K): the centers after the step. The buffers are not changed (see :meth:`set`).
+        A frame without masked tokens (in every process) leaves the patch center unchanged.
+        """
+        if teacher_cls.dim() != 3 or teacher_cls.shape[1] % 2:
+            raise ValueError(f"teacher_cls must be (B, T, K) with T even, got {tuple(teacher_cls.shape)}")
+        B, T, K = teacher_cls.shape
+        h = T // 2
+        t = teacher_cls.float()
+        pair_sum = t[:, :h].sum(0) + t[:, h:].sum(0)  # (h, K): frames n and T/2 + n
+        pair_cnt = pair_sum.new_full((h,), 2.0 * B)
+        if teacher_patches is not None and mask is not None:
+            w = mask.to(teacher_patches.device, torch.float32)  # (B, T, N)
+            with torch.autocast(device_type=w.device.type, enabled=False):
+                frame_sum = torch.einsum("btn,btnk->tk", w, teacher_patches.float())  # (T, K)
+            frame_cnt = w.sum(dim=(0, 2))  # (T,)
+        else:
+            frame_sum = pair_sum.new_zeros(T, K)
+            frame_cnt = pair_sum.new_zeros(T)
+        stats = torch.cat([pair_sum.flatten(), pair_cnt, frame_sum.flatten(), frame_cnt])  # one all-reduce
+        if ready():
+            dist.all_reduce(stats)
+        pair_sum, pair_cnt, frame_sum, frame_cnt = stats.split([h * K, h, T * K, T])
+        pair_mean = pair_sum.view(h, K) / pair_cnt[:, None]
+        frame_mean = frame_sum.view(T, K) / frame_cnt.clamp(min=1)[:, None]
+        m = self.momentum
+        cls_seq = sequential_centers(self.cls, pair_mean, torch.ones(h, dtype=torch.bool, device=t.device), m)
+        patch_seq = sequential_centers(self.patch, frame_mean, frame_cnt > 0, m)
+        return {"cls": torch.cat([cls_seq[:h], cls_seq[:h]]), "patch": patch_seq[:T],
+                "cls_after": cls_seq[h:], "patch_after": patch_seq[T:]}
+
+    @torch.no_grad()
+    def set(self, cls: torch.Tensor, patch: torch.Tensor) -> None:
+        """Overwrite both centers with (1, K) tensors (e.g. ``released(...)["cls_after"]``)."""
+        self.cls.copy_(cls)
+        self.patch.copy_(patch)

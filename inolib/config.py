@@ -102,6 +102,7 @@ class LossConfig:
     aff_student_temp: float = 0.1  # tau_s of the affinity loss, Sec. 4.4
     aff_teacher_temp: float = 0.04  # tau_t of the affinity loss, Sec. 4.4 and Fig. 5
     center_momentum: float = 0.9  # ref §3.5 (losses.py:13)
+    center_update: str = "released"  # "released" (class center per frame pair, patch center per masked frame, ref §3.1-3.2) or "step"
     g2g: bool = True  # L_out_g2g on/off, Tab. 4
     l2g: bool = True  # L_out_l2g on/off, Tab. 4
     mim: bool = True  # L_in_mim on/off, Tab. 4

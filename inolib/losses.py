@@ -3,8 +3,9 @@ r"""The four generative losses of INO (Sec. 3.2-3.4) and their sum.
 Notation (all logits are post-head and pre-softmax):
     B clips, T = L frames per clip, M local crops per frame, N patches per global crop, K = head out_dim.
     Teacher targets are ``softmax((t - center) / teacher_temp)`` (stop-gradient); student predictions
-    are ``log_softmax(s / student_temp)``. ``center`` is (1, K) and is never updated here (see
-    :class:`inolib.center.Center`). Losses are computed in at least float32, also under autocast.
+    are ``log_softmax(s / student_temp)``. ``center`` is (1, K), or (T, K) with one center per frame (the
+    released cadence, where later frame pairs see a center already moved by earlier ones); the loss
+    functions never update it (:class:`INOLoss` does, see :mod:`inolib.center`). Losses are computed in at least float32, also under autocast.
 
     out g2g  (Eq. 1)  frame pairs (n, T/2 + n): teacher of one frame -> student of the other
     out l2g  (Eq. 2)  per pair, both frames' teacher globals -> all 2M local crops of the pair
@@ -53,6 +54,13 @@ def student_log_probs(student: torch.Tensor, student_temp: float) -> torch.Tenso
     return F.log_softmax(_atleast_f32(student) / student_temp, dim=-1)
 
 
+def _per_frame(center: torch.Tensor, T: int, name: str) -> torch.Tensor:
+    """A (1, K) center, or a (T, K) one per frame; other shapes raise naming the loss."""
+    if center.dim() != 2 or center.shape[0] not in (1, T):
+        raise ValueError(f"{name}: center {tuple(center.shape)} must be (1, K) or (T={T}, K)")
+    return center
+
+
 def _check_pairs(T: int) -> int:
     if T < 2 or T % 2:
         raise ValueError(f"frame pairs (n, T/2 + n) need an even number of frames >= 2, got T={T}")
@@ -65,7 +73,7 @@ def g2g_loss(student_global: torch.Tensor, teacher_global: torch.Tensor, center:
 
     Args:
         student_global, teacher_global: (B, T, K) class logits of the global crops, T even.
-        center: (1, K) class center.
+        center: (1, K) class center, or (T, K): one per frame (the released cadence, see :class:`INOLoss`).
     Frames are split into halves and zipped into pairs (n, T/2 + n); each pair gives two cross terms
     (teacher of frame n -> student of frame T/2 + n, and the reverse). Each term is the cross-entropy
     averaged over clips; the result is the mean over all T terms. Returns a scalar.
@@ -74,7 +82,7 @@ def g2g_loss(student_global: torch.Tensor, teacher_global: torch.Tensor, center:
         raise ValueError(f"g2g_loss: student {tuple(student_global.shape)} and teacher "
                          f"{tuple(teacher_global.shape)} must both be (B, T, K)")
     h = _check_pairs(student_global.shape[1])
-    q = teacher_probs(teacher_global, center, teacher_temp)  # (B, T, K)
+    q = teacher_probs(teacher_global, _per_frame(center, student_global.shape[1], "g2g_loss"), teacher_temp)
     logp = student_log_probs(student_global, student_temp)  # (B, T, K)
     logp_partner = torch.cat([logp[:, h:], logp[:, :h]], dim=1)  # frame n <-> frame n + T/2
     return -(q * logp_partner).sum(-1).mean()
@@ -87,7 +95,7 @@ def l2g_loss(student_local: torch.Tensor, teacher_global: torch.Tensor, center: 
     Args:
         student_local: (B, T, M, K) class logits of the local crops.
         teacher_global: (B, T, K) class logits of the global crops, T even.
-        center: (1, K) class center.
+        center: (1, K) class center, or (T, K): one per frame.
     For each pair (n, T/2 + n), both frames' teacher globals are targets for all 2M local crops of
     the pair (4M terms per pair). Each term is averaged over clips; the result is the mean over all
     terms. Returns a scalar.
@@ -98,7 +106,8 @@ def l2g_loss(student_local: torch.Tensor, teacher_global: torch.Tensor, center: 
                          f"teacher_global {tuple(teacher_global.shape)} (B, T, K)")
     B, T, M, K = student_local.shape
     h = _check_pairs(T)
-    q = teacher_probs(teacher_global, center, teacher_temp).reshape(B, 2, h, K).transpose(1, 2)  # (B, h, 2, K)
+    q = teacher_probs(teacher_global, _per_frame(center, T, "l2g_loss"), teacher_temp)
+    q = q.reshape(B, 2, h, K).transpose(1, 2)  # (B, h, 2, K)
     logp = student_log_probs(student_local, student_temp).reshape(B, 2, h, M, K).transpose(1, 2)
     logp = logp.reshape(B, h, 2 * M, K)  # the 2M local crops of each pair
     with _full_precision(q):
@@ -120,13 +129,13 @@ def mim_loss(student_patches: torch.Tensor, teacher_patches: torch.Tensor, mask:
         student_patches: (B, T, N, K) patch logits of the masked global crops.
         teacher_patches: (B, T, N, K) patch logits of the same crops, unmasked.
         mask: bool (B, T, N), True at masked patches.
-        center: (1, K) patch center.
+        center: (1, K) patch center, or (T, K): one per frame (the released cadence).
     Cross-entropy at masked positions; for each frame index t the mean over its masked tokens of all
     clips (as the released per-frame loop), then the mean over the frame indices that have masked
     tokens. Exactly 0, with zero gradients, when nothing is masked. Returns a scalar.
     """
     _check_patches("mim_loss", student_patches, teacher_patches, mask)
-    q = teacher_probs(teacher_patches, center, teacher_temp)
+    q = teacher_probs(teacher_patches, _per_frame(center, student_patches.shape[1], "mim_loss")[:, None], teacher_temp)
     logits = _atleast_f32(student_patches) / student_temp
     # fused soft-target cross-entropy: one pass, no (B, T, N, K) product tensor
     ce = F.cross_entropy(logits.flatten(0, 2), q.flatten(0, 2), reduction="none").view(mask.shape)  # (B, T, N)
@@ -188,12 +197,20 @@ class INOLoss(nn.Module):
         are one average over all terms of a frame pair, so out = (2 g2g + 4M l2g) / (2 + 4M) and g2g
         carries 2/(2+4M) of the weight (2/34 for M = 8).
         ``"paper"``: out = g2g + l2g (Eq. 1 plus Eq. 2, each its own mean).
+
+    ``center_update`` (see :mod:`inolib.center`):
+        ``"released"`` (default): the class center moves once per frame pair and the patch center once per
+        masked frame, and each pair / frame is scored against the center as moved by the ones before it,
+        exactly the released sequence of losses and updates.
+        ``"step"``: both centers move once per step, after the losses, from all of the step's teacher outputs.
     """
 
     def __init__(self, cfg: LossConfig, out_dim: int):
         super().__init__()
         if cfg.out_weighting not in ("reference", "paper"):
-            raise ValueError(f"out_weighting must be 'reference' or 'paper', got {cfg.out_weighting!r}")
+            raise ValueError(f"loss.out_weighting must be 'reference' or 'paper', got {cfg.out_weighting!r}")
+        if cfg.center_update not in ("released", "step"):
+            raise ValueError(f"loss.center_update must be 'released' or 'step', got {cfg.center_update!r}")
         self.cfg = cfg
         self.center = Center(out_dim, cfg.center_momentum)
 
@@ -204,20 +221,25 @@ class INOLoss(nn.Module):
         s_cls, t_cls = student["cls_global"], teacher["cls_global"]
         zero = s_cls.new_zeros((), dtype=torch.float32)
         terms = dict(g2g=zero, l2g=zero, mim=zero, aff=zero)
-        if c.g2g:
-            terms["g2g"] = g2g_loss(s_cls, t_cls, self.center.cls, c.student_temp, tt)
         s_loc = student.get("cls_local")
         has_local = s_loc is not None and s_loc.shape[2] > 0
-        if c.l2g and has_local:
-            terms["l2g"] = l2g_loss(s_loc, t_cls, self.center.cls, c.student_temp, tt)
         s_patch, t_patch = student.get("patch"), teacher.get("patch")
         mask = student.get("patch_mask")
         has_patch = s_patch is not None and s_patch.shape[2] > 0
         if has_patch and t_patch is None:
             raise ValueError("the student has masked patch logits but the teacher has none: "
                              "run the teacher with the same mask (apply_mask=False)")
+        released = None
+        if update_center and c.center_update == "released":
+            released = self.center.released(t_cls, t_patch if has_patch else None, mask if has_patch else None)
+        c_cls = self.center.cls if released is None else released["cls"]
+        c_patch = self.center.patch if released is None else released["patch"]
+        if c.g2g:
+            terms["g2g"] = g2g_loss(s_cls, t_cls, c_cls, c.student_temp, tt)
+        if c.l2g and has_local:
+            terms["l2g"] = l2g_loss(s_loc, t_cls, c_cls, c.student_temp, tt)
         if c.mim and has_patch:
-            terms["mim"] = mim_loss(s_patch, t_patch, mask, self.center.patch, c.student_temp, tt)
+            terms["mim"] = mim_loss(s_patch, t_patch, mask, c_patch, c.student_temp, tt)
         if c.aff and has_patch:
             terms["aff"] = aff_loss(s_patch, t_patch, mask, c.aff_student_temp, c.aff_teacher_temp)
 
@@ -228,6 +250,8 @@ class INOLoss(nn.Module):
         else:
             out = terms["g2g"] + terms["l2g"]
         total = c.weight_out * out + c.weight_mim * terms["mim"] + c.weight_aff * terms["aff"]
-        if update_center:
+        if released is not None:
+            self.center.set(released["cls_after"], released["patch_after"])
+        elif update_center:
             self.center.update(t_cls, t_patch if has_patch else None, mask if has_patch else None)
         return {"loss": total, "out": out, **terms}

@@ -152,9 +152,9 @@ def _step(seed, B=2, T=4, M=2, N=6, K=5):
 def test_inoloss_updates_center_once_after_computing_with_old_center():
     K = 5
     student, teacher = _step(5, K=K)
-    with_update = INOLoss(LossConfig(), out_dim=K)
+    with_update = INOLoss(LossConfig(center_update="step"), out_dim=K)
     old_cls, old_patch = _start(with_update.center)
-    frozen = INOLoss(LossConfig(), out_dim=K)
+    frozen = INOLoss(LossConfig(center_update="step"), out_dim=K)
     frozen.load_state_dict(with_update.state_dict())
 
     r_frozen = frozen(student, teacher, update_center=False)
@@ -177,12 +177,20 @@ def test_inoloss_updates_center_once_after_computing_with_old_center():
 def test_inoloss_unmasked_step_leaves_patch_center():
     K = 5
     student, teacher = _step(6, K=K)
-    loss = INOLoss(LossConfig(center_momentum=0.5), out_dim=K)
+    loss = INOLoss(LossConfig(center_momentum=0.5, center_update="step"), out_dim=K)
     old_cls, old_patch = _start(loss.center)
     loss({k: student[k] for k in ("cls_global", "cls_local")}, {"cls_global": teacher["cls_global"]})
     assert torch.equal(loss.center.patch, old_patch)
     exp_cls = 0.5 * old_cls + 0.5 * teacher["cls_global"].reshape(-1, K).mean(0, keepdim=True)
     torch.testing.assert_close(loss.center.cls, exp_cls, rtol=1e-6, atol=1e-6)
+    released = INOLoss(LossConfig(center_momentum=0.5), out_dim=K)  # the released cadence: per pair, no patch
+    old_cls, old_patch = _start(released.center)
+    released({k: student[k] for k in ("cls_global", "cls_local")}, {"cls_global": teacher["cls_global"]})
+    assert torch.equal(released.center.patch, old_patch)
+    c = old_cls
+    for n in range(2):  # T = 4: pairs (0, 2) and (1, 3)
+        c = 0.5 * c + 0.5 * teacher["cls_global"][:, [n, n + 2]].reshape(-1, K).mean(0, keepdim=True)
+    torch.testing.assert_close(released.center.cls, c, rtol=1e-6, atol=1e-6)
 
 
 def test_update_under_bf16_autocast_sums_in_float32():

@@ -148,9 +148,17 @@ def cmd_propagate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .distributed import cleanup
+    from .runlock import RunFolderBusy
+    from .train import TrainingInterrupted
 
     try:
         return _train(args)
+    except RunFolderBusy as e:
+        print(f"ino train: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingInterrupted as e:
+        print(f"ino train: {e}", file=sys.stderr)
+        return 128 + e.signum  # the shell's convention for a run ended by a signal (130 Ctrl-C, 143 SIGTERM)
     finally:
         cleanup()  # leave the process group cleanly, also when a NaN stops the run
 
@@ -176,6 +184,9 @@ def _train(args: argparse.Namespace) -> int:
         print(f"step {trainer.step}: {shown}; checkpoint {trainer.last_checkpoint}; log {trainer.out / 'log.jsonl'}")
         if trainer.skips.count:
             print(trainer.skips.summary())
+        if trainer.skipped_steps:
+            print(f"{trainer.skipped_steps} steps had no loss that depends on the student (unmasked steps with "
+                  "loss.g2g and loss.l2g off) and were skipped")
     return 0
 
 

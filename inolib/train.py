@@ -13,6 +13,8 @@ import json
 import os
 import random
 import shutil
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -30,6 +32,7 @@ from .distributed import all_reduce_mean, barrier, ready
 from .losses import INOLoss
 from .masking import make_mask
 from .model import build_network
+from .runlock import RunLock
 from .schedules import make_schedules, param_groups
 from .teacher import ema_update, make_teacher, unwrap
 
@@ -82,6 +85,8 @@ def train_step(student: nn.Module, teacher: nn.Module, criterion: INOLoss, optim
             in float32 inside); None for full precision. ``scaler``: a GradScaler for float16.
         freeze_last_layer: drop the gradient of the head's last layer (DINO's first epoch).
         as_tensors: return 0-d tensors (no host sync beyond the NaN check) instead of floats.
+    Returns the loss terms, the collapse monitors and ``skipped`` (1 when the loss had no gradient, for
+    instance an unmasked step with both out-losses switched off: then nothing is updated but the centers).
     Raises:
         FloatingPointError: the loss is not finite (nothing has been updated).
     """
@@ -99,6 +104,13 @@ def train_step(student: nn.Module, teacher: nn.Module, criterion: INOLoss, optim
     if not finite.item():
         raise FloatingPointError(f"non-finite loss {float(loss.detach())} (on this or another process): "
                                  + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items()))
+    tt = criterion.cfg.teacher_temp if teacher_temp is None else teacher_temp
+    out = {k: v.detach() for k, v in terms.items()}
+    out.update(collapse_monitors(t["cls_global"], center_before, tt, as_tensors=True))
+    if not loss.requires_grad:  # no term depends on the student in this step: nothing to learn from it
+        out["skipped"] = torch.tensor(1.0)  # on the CPU: known without a device sync
+        return out if as_tensors else {k: float(v) for k, v in out.items()}
+    out["skipped"] = torch.tensor(0.0)
     optimizer.zero_grad(set_to_none=True)
     (scaler.scale(loss) if scaler is not None else loss).backward()
     if scaler is not None:
@@ -114,14 +126,49 @@ def train_step(student: nn.Module, teacher: nn.Module, criterion: INOLoss, optim
     else:
         optimizer.step()
     ema_update(student, teacher, momentum)
-    tt = criterion.cfg.teacher_temp if teacher_temp is None else teacher_temp
-    out = {k: v.detach() for k, v in terms.items()}
-    out.update(collapse_monitors(t["cls_global"], center_before, tt, as_tensors=True))
     return out if as_tensors else {k: float(v) for k, v in out.items()}
 
 
 # ----------------------------------------------------------------------------------------------------
 # The training loop
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT (Ctrl-C) or SIGTERM after writing a checkpoint; ``signum`` says which."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+class StopRequests:
+    """While active, SIGINT and SIGTERM only set :attr:`signum`; the loop stops at the next step boundary.
+
+    A second Ctrl-C raises KeyboardInterrupt at once (for a step that hangs). Outside the main thread (where
+    Python cannot install handlers) nothing changes.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> "StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
 
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
@@ -202,6 +249,9 @@ class Trainer:
             warnings.warn("optim.amp fp16 is for GPUs; using bf16 autocast on the CPU", stacklevel=2)
             self.amp_dtype = torch.bfloat16
         self.out.mkdir(parents=True, exist_ok=True)
+        self.lock = RunLock(self.out)
+        if self.dist.is_main:
+            self.lock.acquire()  # one writer per run folder; released when fit() returns (or by close())
         torch.manual_seed(cfg.optim.seed)
 
         # data: every process indexes the same sources (cached), then takes its share of the clips
@@ -237,6 +287,7 @@ class Trainer:
         self.schedules = make_schedules(cfg.optim, self.steps_per_epoch, cfg.crops.clip_len, self.dist.world_size)
         self.grid = (cfg.crops.global_size // cfg.model.patch_size,) * 2
         self.step = 0  # optimisation steps done
+        self.skipped_steps = 0  # steps whose loss had no gradient (nothing to learn), see train_step
         self.last_checkpoint: Path | None = None
         if resume and (self.out / "checkpoint.pth").is_file():
             self.load(self.out / "checkpoint.pth")
@@ -266,7 +317,7 @@ class Trainer:
                             scaler=self.scaler.state_dict() if self.scaler else None,
                             criterion=self.criterion.state_dict(), step=self.step,
                             epoch=self.step // self.steps_per_epoch, steps_per_epoch=self.steps_per_epoch,
-                            world_size=self.dist.world_size, rng=rng)
+                            world_size=self.dist.world_size, rng=rng, skipped_steps=self.skipped_steps)
         barrier()
         self.last_checkpoint = path
         return path
@@ -299,6 +350,7 @@ class Trainer:
             self.scaler.load_state_dict(ck["scaler"])
         self.criterion.load_state_dict(ck["criterion"])
         self.step = int(ck["step"])
+        self.skipped_steps = int(ck.get("skipped_steps", 0))
         _set_rng_state(ck["rng"][self.dist.rank])
         self.last_checkpoint = path
 
@@ -316,12 +368,44 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------------
 
-    def _mask(self, batch_size: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(_seed(self.cfg.optim.seed, self.step, self.dist.rank))
+    def _mask(self, batch_size: int) -> torch.Tensor | None:
+        """The step's mask, bool (B, T, N), or None when no in-loss is on (the released code masks only for
+        L_in_mim / L_in_aff). Seeded by the run seed and the step, not the rank: every process draws the same
+        mask, including whether the step is masked at all (the released code broadcasts rank 0's)."""
+        if not (self.cfg.loss.mim or self.cfg.loss.aff):
+            return None
+        g = torch.Generator().manual_seed(_seed(self.cfg.optim.seed, self.step))
         return make_mask(self.cfg.masking, batch_size, self.cfg.crops.clip_len, self.grid, g)
 
+    def close(self) -> None:
+        """Release the run folder (another Trainer may then write to it) and flush TensorBoard."""
+        self.lock.release()
+        if self._tb is not None:
+            self._tb.flush()
+
     def fit(self) -> dict:
-        """Train until ``optim.epochs`` (or ``max_steps``); returns the last logged record."""
+        """Train until ``optim.epochs`` (or ``max_steps``); returns the last logged record.
+
+        SIGINT (Ctrl-C) or SIGTERM makes it write a checkpoint at the next step boundary and raise
+        :class:`TrainingInterrupted`; running again resumes exactly. The run folder is locked meanwhile.
+        """
+        if self.dist.is_main:
+            self.lock.acquire()
+        try:
+            with StopRequests() as stop:
+                return self._fit(stop)
+        finally:
+            self.close()
+
+    def _stop_requested(self, stop: StopRequests) -> int:
+        """The signal that asks to stop (0 if none), agreed by every process (one all-reduce in DDP)."""
+        if not self.dist.distributed:
+            return stop.signum or 0
+        flag = torch.tensor([float(stop.signum or 0)], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item())
+
+    def _fit(self, stop: StopRequests) -> dict:
         cfg, o = self.cfg, self.cfg.optim
         end = self.total_steps if self.max_steps is None else min(self.total_steps, self.max_steps)
         loader_kw = dict(batch_size=o.batch_size_per_gpu, num_workers=o.num_workers,
@@ -351,7 +435,10 @@ class Trainer:
                         group["weight_decay"] = float(self.schedules["wd"][it])
                 g = batch["globals"].to(self.device, non_blocking=True)
                 loc = batch["locals"].to(self.device, non_blocking=True) if cfg.crops.num_local else None
-                mask = self._mask(g.shape[0]).to(self.device, non_blocking=True)
+                mask = self._mask(g.shape[0])
+                masked = float(mask.float().mean()) if mask is not None else 0.0
+                if mask is not None:
+                    mask = mask.to(self.device, non_blocking=True)
                 try:
                     terms = train_step(self.student, self.teacher, self.criterion, self.optimizer, g, loc, mask,
                                        momentum=float(self.schedules["momentum"][it]), clip_grad=o.clip_grad,
@@ -362,6 +449,8 @@ class Trainer:
                     self._log({"event": "nan", "step": it + 1, "epoch": epoch + 1, "error": str(e)})
                     raise FloatingPointError(f"step {it + 1} (epoch {epoch + 1}): {e}. Training stopped; the "
                                              f"last good checkpoint is {kept}") from None
+                if float(terms.pop("skipped")):
+                    self.skipped_steps += 1
                 self.step += 1
                 seen += g.shape[0]
                 bar.update(1)
@@ -371,12 +460,20 @@ class Trainer:
                     last = {"step": self.step, "epoch": epoch + 1, "lr": float(self.schedules["lr"][it]),
                             "wd": float(self.schedules["wd"][it]),
                             "momentum": float(self.schedules["momentum"][it]), **vals,
-                            "clips_per_s": seen * self.dist.world_size / max(dt, 1e-9),
-                            "skipped_videos": self.skips.count}
+                            "masked": masked, "clips_per_s": seen * self.dist.world_size / max(dt, 1e-9),
+                            "skipped_videos": self.skips.count, "skipped_steps": self.skipped_steps}
                     self._log(last)
                     bar.set_postfix(loss=f"{vals['loss']:.3f}")
                 if self.step % self.save_every == 0 and self.step % self.steps_per_epoch:
                     self.save(self.out / "checkpoint.pth")
+                signum = self._stop_requested(stop)
+                if signum:
+                    bar.close()
+                    path = self.save(self.out / "checkpoint.pth")
+                    name = signal.Signals(signum).name
+                    self._log({"event": "interrupted", "step": self.step, "signal": name})
+                    raise TrainingInterrupted(f"{name} received: stopped after step {self.step} (epoch {epoch + 1}); "
+                                              f"checkpoint {path}. Run the same command again to resume.", signum)
             bar.close()
             if self.step % self.steps_per_epoch == 0:  # an epoch ended
                 latest = self.save(self.out / "checkpoint.pth")
@@ -388,6 +485,4 @@ class Trainer:
                     os.replace(tmp, keep)
             elif self.step >= end:  # stopped by max_steps mid-epoch
                 self.save(self.out / "checkpoint.pth")
-        if self._tb is not None:
-            self._tb.flush()
         return last

@@ -8,6 +8,6 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA

@@ -139,6 +139,7 @@ def test_resume_with_another_configuration_names_the_difference(tmp_path, data_d
     fresh = Trainer(small_cfg(**{"loss.teacher_temp": "0.02"}), data_dir / "videos", run, progress=False,
                     tensorboard=False, resume=False)
     assert fresh.step == 0
+    fresh.close()  # it holds the run folder until then
     (run / "checkpoint.pth").write_bytes(b"truncated")
     with pytest.raises(ValueError, match="checkpoint.pth: not a resumable"):
         Trainer(small_cfg(), data_dir / "videos", run, progress=False, tensorboard=False)
@@ -241,3 +242,166 @@ def test_mixed_precision_steps_on_a_cpu(tmp_path, data_dir, amp):
     last = tr.fit()
     assert last["step"] == 2 and math.isfinite(last["loss"])
     assert all(p.dtype == torch.float32 for p in tr.teacher.parameters())  # weights stay fp32
+
+
+# ----------------------------------------------------------------------------------------------------
+# Masking as released: one mask per step for every process, none without an in-loss, skipped empty steps
+
+
+def test_every_process_uses_the_same_mask_at_every_step(tmp_path, data_dir):
+    """torchrun with 2 processes: both see identical masks at every step, including whether it is masked."""
+    script = tmp_path / "masks.py"
+    script.write_text(f"""
+import torch
+from inolib import config as C
+from inolib.distributed import cleanup
+from inolib.train import Trainer
+cfg = C.override(C.smoke(), {{"optim.batch_size_per_gpu": "1", "optim.epochs": "1"}})
+tr = Trainer(cfg, {str(data_dir / "videos")!r}, {str(tmp_path / "run")!r}, progress=False, tensorboard=False)
+seen = []
+make = tr._mask
+def recording(b):
+    m = make(b)
+    seen.append(m.clone())
+    return m
+tr._mask = recording
+tr.fit()
+torch.save(torch.stack(seen), {str(tmp_path)!r} + f"/masks{{tr.dist.rank}}.pt")
+cleanup()
+""")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    m0, m1 = (torch.load(tmp_path / f"masks{i}.pt", weights_only=True) for i in (0, 1))
+    assert m0.shape[0] >= 5
+    masked = m0.flatten(1).any(1)
+    assert masked.any() and not masked.all()  # both kinds of step occur, and ...
+    assert torch.equal(m0, m1)  # ... every step is the same on both processes
+
+
+def test_no_mask_when_no_in_loss_is_on(tmp_path, data_dir):
+    """Out-only runs (Tab. 4): the student sees its global crops unmasked at every step."""
+    cfg = small_cfg(**{"loss.mim": "false", "loss.aff": "false", "masking.prob": "1.0", "optim.epochs": "1"})
+    tr = Trainer(cfg, data_dir / "videos", tmp_path / "run", log_every=1, progress=False, tensorboard=False,
+                 max_steps=3)
+    masks = []
+    forward = tr.student.forward
+    tr.student.forward = lambda g, loc, mask, **kw: masks.append(mask) or forward(g, loc, mask, **kw)
+    tr.fit()
+    assert len(masks) == 3 and all(m is None for m in masks)
+    assert all(rec["masked"] == 0 and rec["mim"] == 0 for rec in read_log(tmp_path / "run") if "loss" in rec)
+    # with an in-loss on, prob 1.0 masks every step
+    tr = Trainer(small_cfg(**{"masking.prob": "1.0", "optim.epochs": "1"}), data_dir / "videos", tmp_path / "r2",
+                 log_every=1, progress=False, tensorboard=False, max_steps=3)
+    tr.fit()
+    assert all(rec["masked"] > 0 for rec in read_log(tmp_path / "r2") if "loss" in rec)
+
+
+def test_a_step_without_any_gradient_is_skipped_and_counted(tmp_path, data_dir):
+    """g2g and l2g off: an unmasked step has nothing to learn; it is skipped (not a backward() error)."""
+    cfg = small_cfg(**{"loss.g2g": "false", "loss.l2g": "false", "optim.epochs": "1"})
+    tr = Trainer(cfg, data_dir / "videos", tmp_path / "run", log_every=1, progress=False, tensorboard=False)
+    before = {k: v.clone() for k, v in tr.student.state_dict().items()}
+    last = tr.fit()
+    log = [rec for rec in read_log(tmp_path / "run") if "loss" in rec]
+    unmasked = [rec["step"] for rec in log if rec["masked"] == 0]
+    assert unmasked and len(unmasked) < len(log)  # prob 0.5: both kinds in this run
+    assert tr.skipped_steps == len(unmasked) == last["skipped_steps"]
+    assert all(math.isfinite(rec["loss"]) for rec in log)
+    changed = any(not torch.equal(before[k], v) for k, v in tr.student.state_dict().items())
+    assert changed  # the masked steps trained
+
+    never = small_cfg(**{"loss.g2g": "false", "loss.l2g": "false", "masking.prob": "0.0", "optim.epochs": "1"})
+    tr = Trainer(never, data_dir / "videos", tmp_path / "never", log_every=1, progress=False, tensorboard=False)
+    before = {k: v.clone() for k, v in tr.student.state_dict().items()}
+    tr.fit()
+    assert tr.skipped_steps == tr.step == tr.steps_per_epoch
+    assert all(torch.equal(before[k], v) for k, v in tr.student.state_dict().items())
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stopping on a signal, one writer per run folder
+
+
+def _train_cmd(data_dir, out, *extra):
+    return [sys.executable, "-m", "inolib", "train", "--preset", "smoke", "--data", str(data_dir / "videos"),
+            "--out", str(out), "--log-every", "1", "--no-tensorboard", "--optim.epochs", "2",
+            "--crops.clips_per_video", "2", *extra]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory, data_dir):
+    import os
+
+    whole = tmp_path_factory.mktemp("whole")
+    r = subprocess.run(_train_cmd(data_dir, whole), capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    return whole
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_saves_at_the_step_boundary_and_the_rerun_resumes_exactly(tmp_path, data_dir, sig,
+                                                                          uninterrupted_run):
+    import os
+    import signal
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = uninterrupted_run
+    run = tmp_path / "run"
+    p = subprocess.Popen(_train_cmd(data_dir, run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=env)
+    deadline = time.time() + 200
+    while time.time() < deadline:  # wait for two logged steps, then interrupt mid-run
+        if (run / "log.jsonl").is_file() and sum('"loss"' in x for x in (run / "log.jsonl").read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    p.send_signal(getattr(signal, sig))
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + getattr(signal, sig), err[-2000:]
+    assert sig in err and "resume" in err
+    ck = torch.load(run / "checkpoint.pth", weights_only=True)
+    total = len([x for x in read_log(whole) if "loss" in x])
+    assert 2 <= ck["step"] < total  # stopped part-way, at a step boundary
+    r = subprocess.run(_train_cmd(data_dir, run), capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0 and f"resumed at step {ck['step']}" in r.stdout, r.stderr[-2000:]
+    a = {x["step"]: x for x in read_log(whole) if "loss" in x}
+    b = {x["step"]: x for x in read_log(run) if "loss" in x}
+    assert sorted(b) == sorted(a) == list(range(1, total + 1))
+    for step in a:
+        for k in ("loss", "g2g", "l2g", "mim", "aff"):
+            assert a[step][k] == b[step][k], (step, k)
+    assert [x["event"] for x in read_log(run) if "event" in x] == ["start", "interrupted", "resume"]
+
+
+def test_two_runs_on_one_folder_the_second_refuses(tmp_path, data_dir, capsys):
+    import os
+    import signal
+    import time
+
+    from inolib.cli import main
+    from inolib.runlock import RunFolderBusy, RunLock
+
+    run = tmp_path / "run"
+    first = Trainer(small_cfg(), data_dir / "videos", run, progress=False, tensorboard=False)
+    with pytest.raises(RunFolderBusy, match="in use by another training run"):
+        Trainer(small_cfg(), data_dir / "videos", run, progress=False, tensorboard=False)
+    first.close()
+    Trainer(small_cfg(), data_dir / "videos", run, progress=False, tensorboard=False).close()  # free again
+
+    # another process holds the folder: `ino train` refuses with a message; killed with -9, it leaves no lock
+    run.mkdir(exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", f"from inolib.runlock import RunLock; import time; "
+                               f"lock = RunLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    args = ["train", "--preset", "smoke", "--data", str(data_dir / "videos"), "--out", str(run), "--no-tensorboard"]
+    assert main(args + ["--max-steps", "1"]) == 2
+    assert f"pid {holder.pid}" in capsys.readouterr().err
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    time.sleep(0.1)
+    RunLock(run).acquire().release()
+    assert main(args + ["--max-steps", "1"]) == 0

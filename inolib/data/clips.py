@@ -23,6 +23,7 @@ augmentation is seeded from its plan entry, so a clip is the same tensor with 0,
 from __future__ import annotations
 
 import math
+import signal
 import warnings
 from pathlib import Path
 
@@ -217,6 +218,10 @@ def _fixed_mmap_threshold(nbytes: int = 4 << 20) -> None:
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # N workers x 1 thread; decord uses one decoding thread per reader
     _fixed_mmap_threshold()
+    # Ctrl-C and a scheduler's SIGTERM reach the whole process group: the main process stops the run at a
+    # step boundary and ends the workers itself; a worker that died on the signal would break that step
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def make_clip_loader(dataset: ClipDataset, sampler: ClipSampler, batch_size: int, num_workers: int = 0,

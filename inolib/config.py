@@ -20,6 +20,8 @@ from typing import Any
 # ImageNet statistics used by the released training augmentation (ref §4, augs.py:148).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The released inference normalises with std 0.228 for red, inherited from DINO/UVC (ref §6.1 and §7 item 9).
+INFERENCE_STD = (0.228, 0.224, 0.225)
 
 
 @dataclass
@@ -142,6 +144,8 @@ class PropagationConfig:
     temperature: float = 0.1  # softmax temperature over the top-k, ref §6.1 (labelprop/dino.py)
     short_side: int = 480  # frames resized to a 480 short side, ref §6.1 (infer_vos.sh)
     round_to: int = 8  # long side floored to a multiple of this, ref §6.1
+    resize: str = "released"  # "released" (cv2 bilinear on uint8, std 0.228, fp32; ref §6.1, DINO's too)
+    # or "antialias" (torch antialiased bilinear on float, std 0.229, bf16 on a GPU)
     feature_block: int = 7  # 7th block through the final norm, Sec. 4.1 and ref §2
     checkpoint_key: str = "student"  # network taken from a checkpoint, ref §2 (infer_vos.py:367)
 

@@ -17,7 +17,9 @@ kept (a queue), so peak memory does not depend on the length of the video.
 Protocols (``PROTOCOLS``): ``"ino"`` (App. A.2, DAVIS: k=5, 10 context frames, radius 40), ``"ino_ytvos"``
 (20 frames, radius 50), ``"dino"`` (DINO's eval_video_segmentation: 7 frames, radius 12; use hard first
 labels), ``"crw"`` (k=10, temperature 0.05, 20 frames, a Euclidean radius 12 not applied to the first frame;
-CRW also pads the context with copies of frame 0, which is not reproduced here).
+CRW also pads the context with copies of frame 0, which is not reproduced here). INO and DINO read frames the
+same way (cv2 bilinear on uint8, std 0.228, float32: ``propagation.resize="released"``, see :mod:`inolib.resize`);
+DINO floors the long side to a multiple of 64 (``propagation.round_to=64``) where INO floors to 8.
 """
 
 from __future__ import annotations
@@ -276,11 +278,24 @@ class FrameSize:
     width: int
 
     @classmethod
-    def for_frame(cls, H: int, W: int, short_side: int | None = 480, multiple: int = 8) -> "FrameSize":
-        if short_side:
-            s = short_side / min(H, W)
-            H, W = (short_side, int(W * s)) if H <= W else (int(H * s), short_side)
-        return cls(H - H % multiple, W - W % multiple)
+    def for_frame(cls, H: int, W: int, short_side: int | None = 480, multiple: int = 8,
+                  patch: int | None = None) -> "FrameSize":
+        """The size an H x W frame is resized to (one direct resize, no crop; ref §6.1).
+
+        With ``short_side``: the short side becomes ``short_side`` and the long side
+        ``int(short_side * long / short)`` (one division, as released: 1490 x 1490 gives 480, not 479), floored to
+        a multiple of ``multiple``. The released code floors only the long side (DINO's multiple of 64 gives
+        832 x 480); the short side is floored to ``patch`` when given (a no-op for 480 at patch 8 or 16), else to
+        ``multiple``. Without ``short_side`` both sides are floored to ``multiple``.
+        """
+        if not short_side:
+            return cls(H - H % multiple, W - W % multiple)
+        short = short_side - short_side % (patch or multiple)
+        if H <= W:
+            long = int(short_side * W / H)
+            return cls(short, long - long % multiple)
+        long = int(short_side * H / W)
+        return cls(long - long % multiple, short)
 
 
 @torch.no_grad()

@@ -3,9 +3,12 @@
     vit, report = checkpoint.load_backbone("checkpoint.pth")
     segment_davis(vit, "DAVIS", "results/davis", cfg.propagation)     # results/davis/<seq>/00000.png ...
 
-Frames are resized as the released code does (short side 480, long side floored to a multiple of the patch
-size), normalised with ImageNet statistics, and encoded in batches up to the chosen block (block 7 through the
-final norm by default); only the blocks needed run. Features are extracted once per frame and streamed into
+Frames are resized to the released code's size (short side 480, long side floored to a multiple of
+``propagation.round_to`` = 8; one direct resize, no crop). With ``propagation.resize="released"`` (default) they are resized as the released
+inference does, OpenCV's bilinear on the uint8 frame reproduced in torch, normalised with its std 0.228 and
+encoded in float32; ``"antialias"`` uses torch's antialiased bilinear and bf16 on a GPU (see
+:mod:`inolib.resize`). Frames are encoded in batches up to the chosen block (block 7 through the final norm by
+default); only the blocks needed run. Features are extracted once per frame and streamed into
 the propagator, whose context queue bounds memory whatever the video's length.
 """
 
@@ -16,34 +19,43 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .config import IMAGENET_MEAN, IMAGENET_STD, PropagationConfig
+from .config import PropagationConfig
 from .data.vos import VOSSequence, davis_palette, list_davis_sequences, read_davis_sequence
 from .model import INOViT
 from .propagate import FrameSize, Propagator, labels_to_grid, labels_to_ids
+from .resize import check_resize_mode, frames_to_input
+
+
+def extract_features(vit: INOViT, load, num_frames: int, size: FrameSize, block: int, batch: int = 4,
+                     device: str | torch.device = "cpu", amp: bool = True,
+                     resize: str = "released") -> Iterator[torch.Tensor]:
+    """Yield the (D, h, w) feature map of each frame, computed ``batch`` frames at a time.
+
+    ``load(indices) -> uint8 (B, 3, H, W)`` reads frames (e.g. ``VOSSequence.load_frames``); they are resized to
+    ``size`` and normalised by :func:`inolib.resize.frames_to_input` with ``resize`` (``propagation.resize``).
+    ``"released"`` runs the network in float32 as the released inference does; ``"antialias"`` uses bf16
+    autocast on a GPU when ``amp``. Features are returned in float32. The arguments are checked here, before the
+    first frame is read.
+    """
+    check_resize_mode(resize)
+    if num_frames < 0:
+        raise ValueError(f"num_frames must be >= 0, got {num_frames}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    return _features(vit, load, num_frames, size, block, batch, torch.device(device), amp, resize)
 
 
 @torch.no_grad()
-def extract_features(vit: INOViT, load, num_frames: int, size: FrameSize, block: int, batch: int = 4,
-                     device: str | torch.device = "cpu", amp: bool = True) -> Iterator[torch.Tensor]:
-    """Yield the (D, h, w) feature map of each frame, computed ``batch`` frames at a time.
-
-    ``load(indices) -> uint8 (B, 3, H, W)`` reads frames (e.g. ``VOSSequence.load_frames``). bf16 autocast on a
-    GPU when ``amp``; features are returned in float32.
-    """
-    dev = torch.device(device)
-    mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
-    use_amp = amp and dev.type == "cuda"
+def _features(vit, load, num_frames, size, block, batch, dev, amp, resize):
+    use_amp = amp and dev.type == "cuda" and resize == "antialias"
     for start in range(0, num_frames, batch):
         idx = list(range(start, min(start + batch, num_frames)))
-        x = load(idx).to(dev, non_blocking=True).float().div_(255)
-        x = F.interpolate(x, size=(size.height, size.width), mode="bilinear", align_corners=False, antialias=True)
+        x = frames_to_input(load(idx).to(dev, non_blocking=True), (size.height, size.width), resize)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            fmap = vit.patch_feature_map((x - mean) / std, block=block)
+            fmap = vit.patch_feature_map(x, block=block)
         yield from fmap.float()
 
 
@@ -61,7 +73,7 @@ def segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, devi
     """
     H, W = seq.size
     patch = vit.patch_embed.patch_size[0]
-    size = FrameSize.for_frame(H, W, cfg.short_side, cfg.round_to if cfg.round_to else patch)
+    size = FrameSize.for_frame(H, W, cfg.short_side, cfg.round_to if cfg.round_to else patch, patch)
     grid = (size.height // patch, size.width // patch)
     C = _num_classes(seq)
     dev = torch.device(device)
@@ -75,7 +87,8 @@ def segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, devi
         if t > 0:
             labels[0] = 0  # a late reference carries only its new objects
         starts[t] = labels
-    feats = extract_features(vit, seq.load_frames, seq.num_frames, size, cfg.feature_block, batch, dev)
+    feats = extract_features(vit, seq.load_frames, seq.num_frames, size, cfg.feature_block, batch, dev,
+                             resize=cfg.resize)
     if 0 in seq.mask_paths:  # frame 0 is the given mask (void 255 written as background)
         m0 = seq.load_mask(0)
         out = [torch.where(m0 == 255, torch.zeros_like(m0), m0)]

@@ -172,7 +172,7 @@ def _train(args: argparse.Namespace) -> int:
                       tensorboard=not args.no_tensorboard, max_steps=args.max_steps)
     if trainer.dist.is_main:
         print(f"training {cfg.name!r} on {len(trainer.dataset.videos)} videos: {trainer.steps_per_epoch} steps per "
-              f"epoch x {cfg.optim.epochs} epochs, {trainer.dist.world_size} process(es) on {trainer.device}"
+              f"epoch x {trainer.total_steps // trainer.steps_per_epoch} epochs, {trainer.dist.world_size} process(es) on {trainer.device}"
               + (f"; resumed at step {trainer.step} from {trainer.last_checkpoint}" if trainer.step else ""))
     if trainer.step >= trainer.total_steps:
         if trainer.dist.is_main:

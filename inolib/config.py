@@ -129,6 +129,7 @@ class OptimConfig:
     momentum_teacher: float = 0.996  # EMA momentum, App. A.1 and App. B.1.3 (cosine to 1, ref §5)
     clip_grad: float = 3.0  # per-parameter gradient-norm clipping, ref §5
     freeze_last_layer: int = 0  # epochs with the head's last layer frozen: the released flag is 1 but never froze (ref §7), so 0 reproduces it
+    schedule: str = "clean"  # "clean" (all epochs, schedules from step 0) or "released" (epochs - 1 of them, from step n; ref §7)
     amp: str = "bf16"  # "bf16", "fp16" (released code forces fp16, ref §1) or "none"
     num_workers: int = 8  # data loader workers per process (released used 24, ref §1)
     seed: int = 0  # ref §7 (utils.fix_random_seeds(0))

@@ -7,6 +7,11 @@
 
 Each schedule is a float64 tensor with one value per optimisation step of the whole run, so a resumed run
 reads the same value at the same step.
+
+``optim.schedule="released"`` reproduces what the released loop really ran (ref §7 item 1): schedules built
+for ``epochs`` epochs, but training starts at epoch 1 and crashes before the last, so it runs ``epochs - 1``
+epochs on schedule steps [n, epochs * n): the lr warmup starts at base / warmup_epochs instead of 0 and the
+momentum and weight decay start one epoch into their cosines. ``"clean"`` (default) runs all of it.
 """
 
 from __future__ import annotations
@@ -40,13 +45,22 @@ def peak_lr(cfg: OptimConfig, clip_len: int, world_size: int) -> float:
 
 
 def make_schedules(cfg: OptimConfig, steps_per_epoch: int, clip_len: int, world_size: int = 1) -> dict[str, torch.Tensor]:
-    """The ``lr``, ``wd`` and ``momentum`` schedules of a run: each (epochs * steps_per_epoch,) float64."""
+    """The ``lr``, ``wd`` and ``momentum`` schedules of a run, each (S,) float64 with S the run's steps:
+    ``epochs * steps_per_epoch`` (``optim.schedule="clean"``) or ``(epochs - 1) * steps_per_epoch``, the
+    first epoch's values dropped (``"released"``, see the module docstring)."""
+    if cfg.schedule not in ("clean", "released"):
+        raise ValueError(f"optim.schedule must be 'clean' or 'released', got {cfg.schedule!r}")
+    if cfg.schedule == "released" and cfg.epochs < 2:
+        raise ValueError(f"optim.schedule released runs optim.epochs - 1 epochs: optim.epochs must be >= 2, "
+                         f"got {cfg.epochs}")
     total = cfg.epochs * steps_per_epoch
-    return {
+    full = {
         "lr": cosine_schedule(peak_lr(cfg, clip_len, world_size), cfg.min_lr, total, cfg.warmup_epochs * steps_per_epoch),
         "wd": cosine_schedule(cfg.weight_decay, cfg.weight_decay_end, total),
         "momentum": cosine_schedule(cfg.momentum_teacher, 1.0, total),
     }
+    skip = steps_per_epoch if cfg.schedule == "released" else 0
+    return {k: v[skip:] for k, v in full.items()}
 
 
 def param_groups(model: torch.nn.Module) -> list[dict]:

@@ -301,7 +301,7 @@ class Trainer:
 
     @property
     def total_steps(self) -> int:
-        return self.cfg.optim.epochs * self.steps_per_epoch
+        return len(self.schedules["lr"])  # epochs x steps per epoch (one epoch fewer with optim.schedule released)
 
     # -- checkpoints ---------------------------------------------------------------------------------
 
@@ -421,7 +421,7 @@ class Trainer:
             loader = make_clip_loader(self.dataset, self.sampler, **loader_kw)
             with torch.random.fork_rng(devices=[]):  # the loader's seed draw must not move the global RNG
                 batches = iter(loader)
-            bar = tqdm(total=self.steps_per_epoch, initial=in_epoch, desc=f"epoch {epoch + 1}/{o.epochs}",
+            bar = tqdm(total=self.steps_per_epoch, initial=in_epoch, desc=f"epoch {epoch + 1}/{self.total_steps // self.steps_per_epoch}",
                        unit="step", disable=not self.progress)
             t0, seen = time.perf_counter(), 0
             for batch in batches:

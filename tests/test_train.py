@@ -40,6 +40,23 @@ def test_peak_lr_and_schedules_follow_appendix_a1():
     assert math.isclose(float(s["momentum"][0]), 0.996) and float(s["momentum"][-1]) > 0.99999
 
 
+def test_released_schedule_is_the_released_loop_s_slice():
+    """optim.schedule released: epochs 1..E-1 on schedule steps [n, E n) (ref §7): the warmup starts at base/5."""
+    o = C.OptimConfig(schedule="released")
+    n = 7
+    s = make_schedules(o, n, 4, 4)
+    base = peak_lr(o, 4, 4)
+    want = released_cosine(base, o.min_lr, o.epochs, n, o.warmup_epochs)[n:]
+    assert len(s["lr"]) == (o.epochs - 1) * n
+    np.testing.assert_allclose(s["lr"].numpy(), want, rtol=1e-12)
+    np.testing.assert_allclose(s["momentum"].numpy(), released_cosine(0.996, 1.0, o.epochs, n)[n:], rtol=1e-12)
+    assert abs(s["lr"][0].item() - base / o.warmup_epochs) < 0.01 * base
+    clean = make_schedules(C.OptimConfig(), n, 4, 4)
+    assert len(clean["lr"]) == o.epochs * n and clean["lr"][0] == 0
+    with pytest.raises(ValueError, match="optim.schedule"):
+        make_schedules(C.OptimConfig(schedule="dino"), n, 4, 4)
+
+
 def test_param_groups_exclude_biases_and_norms_from_weight_decay():
     from inolib.model import build_network
 
@@ -405,3 +422,10 @@ def test_two_runs_on_one_folder_the_second_refuses(tmp_path, data_dir, capsys):
     time.sleep(0.1)
     RunLock(run).acquire().release()
     assert main(args + ["--max-steps", "1"]) == 0
+
+
+def test_released_schedule_runs_one_epoch_fewer(tmp_path, data_dir):
+    tr = Trainer(small_cfg(**{"optim.schedule": "released", "optim.epochs": "3"}), data_dir / "videos", tmp_path,
+                 progress=False, tensorboard=False)
+    assert tr.total_steps == 2 * tr.steps_per_epoch
+    tr.close()

@@ -169,7 +169,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     trainer = Trainer(cfg, args.data, args.out, device=args.device, resume=not args.no_resume,
                       log_every=args.log_every, save_every=args.save_every, keep_every=args.keep_every,
-                      tensorboard=not args.no_tensorboard, max_steps=args.max_steps)
+                      tensorboard=not args.no_tensorboard, max_steps=args.max_steps, eval_davis=args.eval_davis,
+                      eval_every=args.eval_every)
     if trainer.dist.is_main:
         print(f"training {cfg.name!r} on {len(trainer.dataset.videos)} videos: {trainer.steps_per_epoch} steps per "
               f"epoch x {trainer.total_steps // trainer.steps_per_epoch} epochs, {trainer.dist.world_size} process(es) on {trainer.device}"
@@ -235,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train INO on a folder or list of videos (torchrun --nproc_per_node N for DDP)")
     add_config_args(p, "tiny")
-    p.add_argument("--data", nargs="+", required=True, help="video folder(s), video files or list files (Charades csv)")
+    p.add_argument("--data", nargs="+", required=True, help="video folder(s), video files, list files (Charades csv), or synthetic:N "
+                        "(N seeded synthetic videos, written into OUT/synthetic; see --synthetic.*)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, tb/")
     p.add_argument("--device", default="cpu", help="cpu or cuda (each torchrun process takes GPU LOCAL_RANK)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint.pth exists")
@@ -244,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=int, default=500, help="steps between checkpoints within an epoch")
     p.add_argument("--keep-every", type=int, default=5, help="keep checkpoint_eNNNN.pth every N epochs (0: never)")
     p.add_argument("--no-tensorboard", action="store_true")
+    p.add_argument("--eval-davis", default=None, metavar="ROOT",
+                   help="a DAVIS folder (e.g. data/davis_sample/DAVIS): J&F-Mean of the student and the teacher on "
+                        "its val sequences at step 0, every --eval-every steps and at the end (log.jsonl, "
+                        "TensorBoard eval/, the progress bar); uses the --propagation.* settings")
+    p.add_argument("--eval-every", type=int, default=250, help="steps between J&F evaluations (default 250)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="DAVIS J&F of a results folder (the official semi-supervised protocol)")

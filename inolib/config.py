@@ -152,6 +152,22 @@ class PropagationConfig:
 
 
 @dataclass
+class SyntheticConfig:
+    """The seeded synthetic training videos of a ``synthetic:N`` data source (``inolib.data.synthetic``).
+
+    Not in the paper: they give a CPU run moving, textured objects to track (the course's training recipe).
+    Sizes measured on the DAVIS sample with the ``tiny`` preset (BENCHMARKS.md, "A model that learned").
+    """
+
+    num_frames: int = 96  # 4 s at 24 fps = 32 frames at the training 8 fps (BENCHMARKS.md)
+    height: int = 192  # BENCHMARKS.md
+    width: int = 256  # BENCHMARKS.md
+    num_objects: int = 4  # BENCHMARKS.md
+    fps: float = 24.0  # a typical camera rate; resampled to crops.fps in training
+    seed: int = 0  # video i uses seed + i; held-out videos for evaluation use seeds >= 10_000
+
+
+@dataclass
 class INOConfig:
     """Everything a run needs. ``name`` is the preset it came from."""
 
@@ -162,6 +178,7 @@ class INOConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     propagation: PropagationConfig = field(default_factory=PropagationConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict of Python types (tuples become lists), safe for ``torch.save``/JSON."""

@@ -232,7 +232,8 @@ class Trainer:
     def __init__(self, cfg: INOConfig, sources, out_dir: str | Path, device: str | torch.device = "cpu",
                  resume: bool = True, log_every: int = 10, save_every: int = 500, keep_every: int = 5,
                  progress: bool = True, tensorboard: bool = True, max_steps: int | None = None,
-                 index_workers: int = 8):
+                 index_workers: int = 8, eval_davis: str | Path | None = None, eval_every: int = 250,
+                 eval_networks: tuple[str, ...] = ("student", "teacher")):
         from .distributed import init_distributed
 
         self.cfg = cfg
@@ -242,6 +243,17 @@ class Trainer:
         self.log_every, self.save_every, self.keep_every = max(1, log_every), max(1, save_every), keep_every
         self.progress = progress and self.dist.is_main
         self.max_steps = max_steps
+        if eval_davis is not None and eval_every < 1:
+            raise ValueError(f"--eval-every must be >= 1, got {eval_every}")
+        bad = set(eval_networks) - {"student", "teacher"}
+        if bad or not eval_networks:
+            raise ValueError(f"eval_networks must be 'student' and/or 'teacher', got {eval_networks!r}")
+        self.eval_davis, self.eval_every, self.eval_networks = eval_davis, eval_every, tuple(eval_networks)
+        self.eval_sequences = None
+        if eval_davis is not None and self.dist.is_main:
+            from .validation import load_davis_for_validation
+
+            self.eval_sequences = load_davis_for_validation(eval_davis)  # read once, before any training
         if cfg.optim.amp not in AMP_DTYPES:
             raise ValueError(f"optim.amp must be one of {sorted(AMP_DTYPES)}, got {cfg.optim.amp!r}")
         self.amp_dtype = AMP_DTYPES[cfg.optim.amp]
@@ -255,6 +267,7 @@ class Trainer:
         torch.manual_seed(cfg.optim.seed)
 
         # data: every process indexes the same sources (cached), then takes its share of the clips
+        sources = self._synthetic_sources(sources)
         paths = resolve_sources(sources)
         if not paths:
             raise ValueError(f"no video found in {sources!r}")
@@ -287,6 +300,7 @@ class Trainer:
         self.schedules = make_schedules(cfg.optim, self.steps_per_epoch, cfg.crops.clip_len, self.dist.world_size)
         self.grid = (cfg.crops.global_size // cfg.model.patch_size,) * 2
         self.step = 0  # optimisation steps done
+        self._postfix: dict[str, str] = {}  # what the progress bar shows after the counts
         self.skipped_steps = 0  # steps whose loss had no gradient (nothing to learn), see train_step
         self.last_checkpoint: Path | None = None
         if resume and (self.out / "checkpoint.pth").is_file():
@@ -298,6 +312,26 @@ class Trainer:
                 self._tb = SummaryWriter(str(self.out / "tb"))
             except ImportError:  # tensorboard is optional at run time
                 self._tb = None
+
+    def _synthetic_sources(self, sources) -> list:
+        """``sources`` with each ``"synthetic:N"`` replaced by N seeded synthetic videos written (once, by the
+        main process) into ``OUT/synthetic``."""
+        from .data.synthetic import parse_synthetic_source, write_training_videos
+
+        items = list(sources) if isinstance(sources, (list, tuple)) else [sources]
+        out = []
+        for item in items:
+            n = parse_synthetic_source(item)
+            if n is None:
+                out.append(item)
+                continue
+            if self.dist.is_main:
+                paths = write_training_videos(self.out / "synthetic", n, self.cfg.synthetic)
+            barrier()
+            if not self.dist.is_main:
+                paths = [self.out / "synthetic" / f"synthetic_{self.cfg.synthetic.seed + i:04d}.avi" for i in range(n)]
+            out.extend(paths)
+        return out
 
     @property
     def total_steps(self) -> int:
@@ -364,7 +398,8 @@ class Trainer:
         if self._tb is not None and "step" in record and "event" not in record:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k not in ("step", "epoch"):
-                    self._tb.add_scalar(f"train/{k}", v, record["step"])
+                    group = "eval" if k.startswith("jf_") or k == "eval_seconds" else "train"
+                    self._tb.add_scalar(f"{group}/{k}", v, record["step"])
 
     # -- the loop ------------------------------------------------------------------------------------
 
@@ -376,6 +411,37 @@ class Trainer:
             return None
         g = torch.Generator().manual_seed(_seed(self.cfg.optim.seed, self.step))
         return make_mask(self.cfg.masking, batch_size, self.cfg.crops.clip_len, self.grid, g)
+
+    def evaluate(self) -> dict:
+        """J&F-Mean of each of ``eval_networks`` on the ``eval_davis`` sequences (main process; the others wait).
+
+        Runs the backbones in eval mode under forked RNGs, so training continues exactly as without it.
+        Returns ``{"jf_student": ..., "jf_teacher": ..., "eval_seconds": ...}`` ({} without ``eval_davis``).
+        """
+        record = {}
+        if self.eval_davis is None:
+            return record
+        if self.dist.is_main:
+            from .validation import davis_jf
+
+            t0 = time.perf_counter()
+            nets = {"student": unwrap(self.student).backbone, "teacher": unwrap(self.teacher).backbone}
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                for name in self.eval_networks:
+                    record[f"jf_{name}"] = davis_jf(nets[name], self.eval_sequences, self.cfg.propagation,
+                                                    self.device)["J&F-Mean"]
+            record["eval_seconds"] = time.perf_counter() - t0
+        barrier()
+        return record
+
+    def _log_eval(self, epoch: int) -> dict:
+        """Evaluate, log the record (JSONL, TensorBoard ``eval/``) and show it on the progress bar."""
+        record = self.evaluate()
+        if record:
+            self._log({"step": self.step, "epoch": epoch, **record})
+            self._postfix.update({f"J&F {k[3:]}": f"{v:.3f}" for k, v in record.items() if k.startswith("jf_")})
+        return record
 
     def close(self) -> None:
         """Release the run folder (another Trainer may then write to it) and flush TensorBoard."""
@@ -415,6 +481,8 @@ class Trainer:
             self._log({"event": "start" if self.step == 0 else "resume", "step": self.step,
                        "config": cfg.to_dict(), "world_size": self.dist.world_size,
                        "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps})
+        if self.step == 0 and self.step < end:
+            self._log_eval(0)  # the starting point of the run's learning curve (random init)
         while self.step < end:
             epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
             self.sampler.set_epoch(epoch, skip=in_epoch * o.batch_size_per_gpu)
@@ -463,7 +531,11 @@ class Trainer:
                             "masked": masked, "clips_per_s": seen * self.dist.world_size / max(dt, 1e-9),
                             "skipped_videos": self.skips.count, "skipped_steps": self.skipped_steps}
                     self._log(last)
-                    bar.set_postfix(loss=f"{vals['loss']:.3f}")
+                    self._postfix["loss"] = f"{vals['loss']:.3f}"
+                    bar.set_postfix(self._postfix)
+                if self.step % self.eval_every == 0 or self.step == end:
+                    self._log_eval(epoch + 1)
+                    bar.set_postfix(self._postfix)
                 if self.step % self.save_every == 0 and self.step % self.steps_per_epoch:
                     self.save(self.out / "checkpoint.pth")
                 signum = self._stop_requested(stop)

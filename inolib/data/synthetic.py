@@ -6,6 +6,7 @@
     write_davis_layout(video, "tmp/DAVIS")          # JPEGImages/480p/<name>, Annotations/480p/<name>, ImageSets
     write_ytvos_layout(video, "tmp/ytvos", every=5) # valid/JPEGImages, valid/Annotations (first appearances), meta.json
     write_video_file(video, "tmp/synthetic.avi")    # Motion-JPEG AVI readable by decord
+    write_training_videos("runs/x/synthetic", 12, cfg.synthetic)   # the videos of a ``synthetic:12`` source
 
 Scene: a static textured background (random sinusoids, smooth noise) and K textured objects (ellipse,
 rectangle or polygon, each with its own hue and stripes or checks that move with it) following straight
@@ -395,3 +396,61 @@ def write_video_file(video: SyntheticVideo, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_avi(path, video.frames, video.fps)
+
+
+SYNTHETIC_SOURCE = "synthetic:"
+HELD_OUT_SEED = 10_000  # seeds from here on are never used for training videos (evaluation only)
+
+
+def parse_synthetic_source(source) -> int | None:
+    """The N of a ``"synthetic:N"`` data source, or None for any other source; ValueError for a bad N."""
+    if not isinstance(source, str) or not source.startswith(SYNTHETIC_SOURCE):
+        return None
+    text = source[len(SYNTHETIC_SOURCE):]
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"--data {source!r}: write synthetic:N with N >= 1 videos (e.g. synthetic:12)")
+    return n
+
+
+def write_training_videos(folder: str | Path, count: int, cfg) -> list[Path]:
+    """Write ``count`` seeded synthetic training videos (:class:`inolib.config.SyntheticConfig` ``cfg``) into
+    ``folder`` as ``synthetic_<seed>.avi`` and return their paths.
+
+    Video i uses seed ``cfg.seed + i``, which must stay below ``HELD_OUT_SEED``. Files already written with the
+    same settings (``folder/settings.json``) are kept, so a resumed run reuses them; each file is written
+    under a temporary name and renamed.
+    """
+    from dataclasses import asdict
+
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    if cfg.seed < 0 or cfg.seed + count > HELD_OUT_SEED:
+        raise ValueError(f"synthetic.seed: training seeds {cfg.seed}..{cfg.seed + count - 1} must lie in "
+                         f"0..{HELD_OUT_SEED - 1} (higher seeds are kept for held-out evaluation)")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = folder / "settings.json"
+    want = {k: v for k, v in asdict(cfg).items() if k != "seed"}
+    same = settings.is_file() and json.loads(settings.read_text() or "{}") == want
+    if not same:
+        for old in folder.glob("synthetic_*.avi"):
+            old.unlink()
+        tmp = settings.with_name(settings.name + ".tmp")
+        tmp.write_text(json.dumps(want))
+        tmp.replace(settings)
+    paths = []
+    for i in range(count):
+        seed = cfg.seed + i
+        path = folder / f"synthetic_{seed:04d}.avi"
+        if not path.is_file():
+            video = make_synthetic_video(cfg.num_frames, cfg.height, cfg.width, cfg.num_objects, late_objects=0,
+                                         seed=seed, fps=cfg.fps, name=path.stem)
+            tmp = path.with_name(path.stem + ".tmp.avi")
+            write_video_file(video, tmp)
+            tmp.replace(path)
+        paths.append(path)
+    return paths

@@ -1,0 +1,70 @@
+"""Validation while training: J&F of a backbone on DAVIS-layout sequences, computed in memory.
+
+    scores = davis_jf(vit, "data/davis_sample/DAVIS", cfg.propagation)
+    scores["J&F-Mean"], scores["sequences"]["blackswan"]
+
+The same pipeline as ``ino propagate --davis`` followed by ``ino evaluate`` (label propagation with the
+configured protocol, then the official semi-supervised J and F), without writing PNG files: the id maps are
+scored as they are produced. :class:`inolib.train.Trainer` calls it every ``eval_every`` steps
+(``ino train --eval-davis ROOT``) for the student and the teacher.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import PropagationConfig
+from .data.vos import list_davis_sequences, read_davis_sequence
+from .evaluate import _global_results, db_statistics, evaluate_sequence
+from .model import INOViT
+from .segment import segment_sequence
+
+
+def load_davis_for_validation(root: str | Path, split: str = "val", sequences: list[str] | None = None,
+                              resolution: str = "480p") -> list:
+    """The :class:`inolib.data.vos.VOSSequence` objects to validate on (read once, reused at every evaluation);
+    ValueError naming the root when there are none or one is shorter than 3 frames."""
+    names = list(sequences) if sequences else list_davis_sequences(root, split, resolution)
+    if not names:
+        raise ValueError(f"--eval-davis {root}: no sequences in split {split!r}")
+    seqs = [read_davis_sequence(root, n, resolution) for n in names]
+    short = [s.name for s in seqs if s.num_frames < 3]
+    if short:
+        raise ValueError(f"--eval-davis {root}: sequences {short} have fewer than 3 frames (J&F leaves out the "
+                         "first and the last)")
+    return seqs
+
+
+@torch.no_grad()
+def davis_jf(vit: INOViT, sequences, cfg: PropagationConfig, device: str | torch.device = "cpu") -> dict:
+    """J&F of ``vit`` on DAVIS sequences: a root folder (its ``val`` split) or a list of loaded sequences.
+
+    Returns ``{"J&F-Mean", "J-Mean", "F-Mean", ..., "sequences": {name: J&F-Mean of its objects}}``, the
+    official global row (means over all objects). ``vit`` is put in eval mode and restored afterwards; no
+    random number generator is used.
+    """
+    if not isinstance(vit, INOViT):
+        raise ValueError(f"vit must be an inolib INOViT, got {type(vit).__name__}")
+    seqs = load_davis_for_validation(sequences) if isinstance(sequences, (str, Path)) else list(sequences)
+    was_training = vit.training
+    vit.eval()
+    objects: dict[str, dict] = {}
+    per_sequence = {}
+    try:
+        for seq in seqs:
+            pred = segment_sequence(vit, seq, cfg, device)
+            scores = evaluate_sequence(pred, seq.load_masks(), max(seq.object_ids, default=0), seq.name)
+            rows = []
+            for k, s in scores.items():
+                jm, jr, jd = db_statistics(s["J"])
+                fm, fr, fd = db_statistics(s["F"])
+                objects[f"{seq.name}_{k}"] = {"J_mean": jm, "J_recall": jr, "J_decay": jd,
+                                              "F_mean": fm, "F_recall": fr, "F_decay": fd}
+                rows.append((jm + fm) / 2)
+            per_sequence[seq.name] = float(np.mean(rows)) if rows else float("nan")
+    finally:
+        vit.train(was_training)
+    return {**_global_results(objects), "sequences": per_sequence}

@@ -429,3 +429,69 @@ def test_released_schedule_runs_one_epoch_fewer(tmp_path, data_dir):
                  progress=False, tensorboard=False)
     assert tr.total_steps == 2 * tr.steps_per_epoch
     tr.close()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Synthetic training videos and J&F while training
+
+
+def test_synthetic_source_writes_seeded_videos_once(tmp_path):
+    from inolib.data.synthetic import parse_synthetic_source
+
+    cfg = C.override(small_cfg(), {"synthetic.num_frames": "24", "synthetic.height": "64", "synthetic.width": "96",
+                                   "synthetic.num_objects": "2"})
+    tr = Trainer(cfg, ["synthetic:3"], tmp_path / "run", progress=False, tensorboard=False)
+    files = sorted((tmp_path / "run/synthetic").glob("*.avi"))
+    assert [f.name for f in files] == ["synthetic_0000.avi", "synthetic_0001.avi", "synthetic_0002.avi"]
+    assert len(tr.dataset.videos) == 3
+    data = [f.read_bytes() for f in files]
+    tr.close()
+    other = Trainer(cfg, ["synthetic:3"], tmp_path / "again", progress=False, tensorboard=False)
+    assert [f.read_bytes() for f in sorted((tmp_path / "again/synthetic").glob("*.avi"))] == data  # seeded
+    other.close()
+    assert data[0] != data[1]
+    assert parse_synthetic_source("data/videos") is None and parse_synthetic_source("synthetic:12") == 12
+    for bad in ("synthetic:0", "synthetic:x", "synthetic:"):
+        with pytest.raises(ValueError, match="synthetic:N"):
+            parse_synthetic_source(bad)
+
+
+@pytest.fixture(scope="module")
+def tiny_davis(tmp_path_factory):
+    from inolib.data.synthetic import make_synthetic_video, write_davis_layout
+
+    root = tmp_path_factory.mktemp("davis")
+    for seed in (1, 2):
+        write_davis_layout(make_synthetic_video(6, 64, 96, 2, 0, seed=10_000 + seed, name=f"seq{seed}"), root)
+    return root
+
+
+def test_eval_davis_logs_jf_and_never_changes_the_training(tmp_path, data_dir, tiny_davis):
+    cfg = small_cfg(**{"optim.epochs": "1", "propagation.short_side": "64"})
+    plain = Trainer(cfg, data_dir / "videos", tmp_path / "plain", log_every=1, progress=False, tensorboard=False,
+                    max_steps=3)
+    plain.fit()
+    watched = Trainer(cfg, data_dir / "videos", tmp_path / "watched", log_every=1, progress=False,
+                      tensorboard=False, max_steps=3, eval_davis=tiny_davis, eval_every=2)
+    watched.fit()
+    a = [r for r in read_log(tmp_path / "plain") if "loss" in r]
+    b = [r for r in read_log(tmp_path / "watched") if "loss" in r]
+    assert [(r["step"], r["loss"], r["mim"]) for r in a] == [(r["step"], r["loss"], r["mim"]) for r in b]
+    for (n, p), (_, q) in zip(plain.teacher.state_dict().items(), watched.teacher.state_dict().items()):
+        assert torch.equal(p, q), n
+    evals = [r for r in read_log(tmp_path / "watched") if "jf_student" in r]
+    assert [r["step"] for r in evals] == [0, 2, 3]  # random init, every 2 steps, the end
+    assert all(0 <= r["jf_student"] <= 1 and 0 <= r["jf_teacher"] <= 1 for r in evals)
+    assert evals[0]["jf_student"] == evals[0]["jf_teacher"]  # the teacher starts as a copy of the student
+    assert watched.student.training  # evaluation put it back in training mode
+
+
+def test_eval_davis_command_line(tmp_path, data_dir, tiny_davis, capsys):
+    from inolib.cli import main
+
+    args = ["train", "--preset", "smoke", "--data", str(data_dir / "videos"), "--out", str(tmp_path / "r"),
+            "--no-tensorboard", "--max-steps", "1", "--eval-davis", str(tiny_davis), "--propagation.short_side", "64"]
+    assert main(args) == 0
+    assert [r["step"] for r in read_log(tmp_path / "r") if "jf_teacher" in r] == [0, 1]
+    assert main(args[:-4] + ["--eval-davis", str(tmp_path / "nowhere"), "--no-resume"]) == 2
+    assert "nowhere" in capsys.readouterr().err

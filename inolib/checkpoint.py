@@ -157,3 +157,26 @@ def load_backbone(path: str | Path, key: str | None = None, num_heads: int | Non
               "embed_dim": vit.embed_dim, "depth": len(vit.blocks), "pos_table": vit.patch_embed.grid_size,
               "head_keys_ignored": len(head_keys), "mask_token": "mask_token" in state}
     return vit.to(device).eval(), report
+
+
+def export_backbones(run_checkpoint: str | Path, out_path: str | Path, dtype: torch.dtype = torch.float16,
+                     **extra: Any) -> Path:
+    """A small file to share or ship: the student and teacher backbones of a training checkpoint (no heads, no
+    optimizer), weights cast to ``dtype``, with the run's config and step. ``load_backbone`` reads it like the
+    full checkpoint (weights come back as float32). Written atomically; returns ``out_path``."""
+    run_checkpoint, out_path = Path(run_checkpoint), Path(out_path)
+    ck = torch.load(run_checkpoint, map_location="cpu", weights_only=True)
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT or "student" not in ck or "teacher" not in ck:
+        raise ValueError(f"{run_checkpoint}: not an inolib training checkpoint with a student and a teacher")
+
+    def backbone(state: dict) -> dict:
+        return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()
+                if k.startswith("backbone.")}
+
+    state = {"format": FORMAT, "config": ck["config"], "student": backbone(ck["student"]),
+             "teacher": backbone(ck["teacher"]), "step": ck.get("step"), **extra}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + f".tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, out_path)
+    return out_path

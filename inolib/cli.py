@@ -2,7 +2,8 @@
 
     ino info                       versions, devices, presets
     ino config --preset tiny [--loss.teacher_temp 0.02 ...]    print a resolved config as JSON
-    ino demo [--preset tiny] [--device cpu] [--data data]       the tour on bundled real frames
+    ino demo [--train-seconds 120] [--device cpu] [--data data]  train, segment, score, report (runs/demo)
+    ino demo --tour [--preset tiny]                               one forward pass on bundled real frames
     ino propagate --checkpoint CKPT --davis ROOT --out DIR      label propagation (also --ytvos, --video)
     ino evaluate --davis ROOT --results DIR                     DAVIS J&F tables
     ino train --data VIDEOS --out RUN [--preset tiny]           INO training (torchrun for several GPUs)
@@ -83,9 +84,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import run_demo, run_tour
 
-    run_demo(config_from_args(args), data_dir=args.data, device=args.device, seed=args.seed)
+    if args.tour:
+        run_tour(config_from_args(args), data_dir=args.data, device=args.device, seed=args.seed)
+        return 0
+    run_demo(data_dir=args.data, out_dir=args.out, checkpoint=args.checkpoint, train_seconds=args.train_seconds,
+             device=args.device, seed=args.seed)
     return 0
 
 
@@ -210,9 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print a resolved configuration as JSON")
     add_config_args(p, "charades")
     p.set_defaults(func=cmd_config)
-    p = sub.add_parser("demo", help="tour: model, masks and the four losses on real bundled frames")
+    p = sub.add_parser("demo", help="train briefly, segment the DAVIS sample with the shipped model, random init "
+                                    "and raw pixels, write runs/demo/report.html (--tour: one forward pass explained)")
     add_config_args(p, "tiny")
+    p.add_argument("--tour", action="store_true", help="print the model, the masks and the four losses of one "
+                                                       "forward pass on real frames instead (uses --preset)")
     p.add_argument("--data", default="data", help="folder with the bundled data (default data)")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--checkpoint", default=None, help="trained model (default DATA/checkpoints/ino_tiny.pth)")
+    p.add_argument("--train-seconds", type=float, default=120.0, help="live training time budget (0: skip)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)

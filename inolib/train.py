@@ -233,7 +233,7 @@ class Trainer:
                  resume: bool = True, log_every: int = 10, save_every: int = 500, keep_every: int = 5,
                  progress: bool = True, tensorboard: bool = True, max_steps: int | None = None,
                  index_workers: int = 8, eval_davis: str | Path | None = None, eval_every: int = 250,
-                 eval_networks: tuple[str, ...] = ("student", "teacher")):
+                 eval_networks: tuple[str, ...] = ("student", "teacher"), max_seconds: float | None = None):
         from .distributed import init_distributed
 
         self.cfg = cfg
@@ -243,6 +243,9 @@ class Trainer:
         self.log_every, self.save_every, self.keep_every = max(1, log_every), max(1, save_every), keep_every
         self.progress = progress and self.dist.is_main
         self.max_steps = max_steps
+        if max_seconds is not None and not max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
+        self.max_seconds = max_seconds  # a time budget for fit(): it stops at the first step boundary after it
         if eval_davis is not None and eval_every < 1:
             raise ValueError(f"--eval-every must be >= 1, got {eval_every}")
         bad = set(eval_networks) - {"student", "teacher"}
@@ -463,6 +466,14 @@ class Trainer:
         finally:
             self.close()
 
+    def _agreed(self, flag: bool) -> bool:
+        """True if ``flag`` is true on any process (one all-reduce in DDP, none in a single process)."""
+        if not self.dist.distributed:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())
+
     def _stop_requested(self, stop: StopRequests) -> int:
         """The signal that asks to stop (0 if none), agreed by every process (one all-reduce in DDP)."""
         if not self.dist.distributed:
@@ -474,6 +485,7 @@ class Trainer:
     def _fit(self, stop: StopRequests) -> dict:
         cfg, o = self.cfg, self.cfg.optim
         end = self.total_steps if self.max_steps is None else min(self.total_steps, self.max_steps)
+        started = time.perf_counter()
         loader_kw = dict(batch_size=o.batch_size_per_gpu, num_workers=o.num_workers,
                          pin_memory=self.device.type == "cuda")
         last: dict = {}
@@ -522,6 +534,8 @@ class Trainer:
                 self.step += 1
                 seen += g.shape[0]
                 bar.update(1)
+                if self.max_seconds is not None and self._agreed(time.perf_counter() - started >= self.max_seconds):
+                    end = self.step  # the time budget is spent: this step is the last (logged, evaluated, saved)
                 if self.step % self.log_every == 0 or self.step == end:
                     vals = all_reduce_mean({k: float(v) for k, v in terms.items()}, self.device)
                     dt = time.perf_counter() - t0

@@ -46,8 +46,8 @@ def davis_jf(vit: INOViT, sequences, cfg: PropagationConfig, device: str | torch
     official global row (means over all objects). ``vit`` is put in eval mode and restored afterwards; no
     random number generator is used.
     """
-    if not isinstance(vit, INOViT):
-        raise ValueError(f"vit must be an inolib INOViT, got {type(vit).__name__}")
+    if not hasattr(vit, "patch_feature_map"):
+        raise ValueError(f"vit must be an inolib INOViT (or a baseline such as PixelFeatures), got {type(vit).__name__}")
     seqs = load_davis_for_validation(sequences) if isinstance(sequences, (str, Path)) else list(sequences)
     was_training = vit.training
     vit.eval()

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from inolib import config as C
-from inolib.demo import load_demo_clips, run_demo
+from inolib.demo import load_demo_clips, run_tour
 
 
 def test_demo_clips_are_real_frames(data_dir):
@@ -16,9 +16,9 @@ def test_demo_clips_are_real_frames(data_dir):
     assert 0.5 < d < 60
 
 
-def test_run_demo_returns_four_finite_losses(data_dir):
+def test_run_tour_returns_four_finite_losses(data_dir):
     lines = []
-    out = run_demo(C.smoke(), data_dir=data_dir, echo=lines.append)
+    out = run_tour(C.smoke(), data_dir=data_dir, echo=lines.append)
     for key in ("g2g", "l2g", "mim", "aff", "loss"):
         assert math.isfinite(out[key]) and out[key] > 0
     text = "\n".join(lines)
@@ -27,14 +27,14 @@ def test_run_demo_returns_four_finite_losses(data_dir):
 
 
 def test_ino_demo_command(data_dir):
-    r = subprocess.run([sys.executable, "-m", "inolib", "demo", "--preset", "smoke", "--data", str(data_dir)],
+    r = subprocess.run([sys.executable, "-m", "inolib", "demo", "--tour", "--preset", "smoke", "--data", str(data_dir)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "in aff" in r.stdout and "L_INO" in r.stdout
 
 
 def test_ino_demo_missing_data_is_a_clear_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "inolib", "demo", "--preset", "smoke", "--data", str(tmp_path)],
+    r = subprocess.run([sys.executable, "-m", "inolib", "demo", "--tour", "--preset", "smoke", "--data", str(tmp_path)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert "not found" in r.stderr and str(tmp_path) in r.stderr

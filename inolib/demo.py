@@ -144,10 +144,10 @@ def run_demo(data_dir: str | Path = "data", out_dir: str | Path = "runs/demo", c
     live_log = None
     if train_seconds > 0:
         echo(f"1/4 training the {shipped_cfg.name!r} model from scratch for {train_seconds:.0f} s on the bundled "
-             "videos and 4 synthetic ones (the shipped model trained this way for much longer)")
-        live_cfg = C.override(shipped_cfg, {"synthetic.num_frames": 48})
-        trainer = Trainer(live_cfg, [data_dir / "videos", "synthetic:4"], out_dir / "live", device=device,
-                          resume=False, log_every=5, tensorboard=False, max_seconds=train_seconds)
+             "videos (the shipped model trained for much longer, with synthetic videos too: "
+             f"{checkpoint.parent / 'README.md'})")
+        trainer = Trainer(shipped_cfg, [data_dir / "videos"], out_dir / "live", device=device, resume=False,
+                          log_every=5, tensorboard=False, max_seconds=train_seconds)
         last = trainer.fit()
         live_log = out_dir / "live" / "log.jsonl"
         echo(f"    {trainer.step} steps, loss {last.get('loss', float('nan')):.3f}")

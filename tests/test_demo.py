@@ -38,3 +38,62 @@ def test_ino_demo_missing_data_is_a_clear_error(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert "not found" in r.stderr and str(tmp_path) in r.stderr
+
+
+# ----------------------------------------------------------------------------------------------------
+# The end-to-end demo (a smoke model stands in for the shipped checkpoint)
+
+
+def _fake_data(tmp_path, data_dir):
+    """A data folder like the bundled one, whose checkpoint is a 2-step smoke run exported like the shipped one."""
+    import shutil
+
+    from inolib.checkpoint import export_backbones
+    from inolib.train import Trainer
+
+    tr = Trainer(C.smoke(), [data_dir / "videos"], tmp_path / "run", progress=False, tensorboard=False, max_steps=2)
+    tr.fit()
+    data = tmp_path / "data"
+    (data / "checkpoints").mkdir(parents=True)
+    (data / "videos").symlink_to(data_dir / "videos")
+    from inolib.data.synthetic import make_synthetic_video, write_davis_layout
+
+    for seed in (1, 2):  # a small DAVIS-layout sample keeps the test fast
+        write_davis_layout(make_synthetic_video(8, 64, 96, 2, 0, seed=20_000 + seed, name=f"seq{seed}"),
+                           data / "davis_sample/DAVIS")
+    export_backbones(tmp_path / "run/checkpoint.pth", data / "checkpoints/ino_tiny.pth")
+    shutil.copy(tmp_path / "run/log.jsonl", data / "checkpoints/log.jsonl")
+    return data
+
+
+def test_export_backbones_is_small_and_loads_like_the_run(tmp_path, data_dir):
+    import torch
+
+    from inolib.checkpoint import load_backbone
+
+    data = _fake_data(tmp_path, data_dir)
+    small, full = data / "checkpoints/ino_tiny.pth", tmp_path / "run/checkpoint.pth"
+    assert small.stat().st_size < full.stat().st_size / 3  # no heads, no optimizer, fp16
+    for net in ("student", "teacher"):
+        a, _ = load_backbone(small, key=net)
+        b, _ = load_backbone(full, key=net)
+        x = torch.randn(1, 3, 64, 64)
+        fa, fb = a.patch_feature_map(x, block=2), b.patch_feature_map(x, block=2)
+        assert a.pos_embed.dtype == torch.float32
+        assert torch.allclose(fa, fb, atol=2e-2, rtol=1e-2)  # fp16 weights, float32 compute
+
+
+def test_run_demo_writes_the_report_with_three_feature_extractors(tmp_path, data_dir):
+    from inolib.demo import run_demo
+
+    data = _fake_data(tmp_path, data_dir)
+    lines = []
+    r = run_demo(data, tmp_path / "out", train_seconds=3, echo=lines.append)
+    assert set(r["jf"]) == {"shipped", "random init", "raw pixels"}
+    assert all(0 <= g["J&F-Mean"] <= 1 for g in r["jf"].values())
+    page = r["report"].read_text()
+    assert page.count("data:image/png;base64") >= 4  # live loss, affinity, masks of the two sequences
+    assert "raw pixels" in page and "J&amp;F-Mean" in page
+    for name in ("shipped", "random_init", "raw_pixels"):
+        assert len(list((tmp_path / "out/results" / name / "seq1").glob("*.png"))) == 8
+    assert any("J&F" in line for line in lines) and (tmp_path / "out/live/checkpoint.pth").is_file()

@@ -454,3 +454,21 @@ def write_training_videos(folder: str | Path, count: int, cfg) -> list[Path]:
             tmp.replace(path)
         paths.append(path)
     return paths
+
+
+def write_held_out_davis(root: str | Path, count: int, cfg, num_frames: int = 48) -> Path:
+    """A DAVIS-layout validation set of ``count`` synthetic sequences that training never sees: the settings of
+    :class:`inolib.config.SyntheticConfig` ``cfg`` (size, objects) with seeds ``HELD_OUT_SEED + i`` and
+    ``num_frames`` frames. Written once (kept when ``root`` already lists them); returns ``root``."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    root = Path(root)
+    names = [f"heldout_{HELD_OUT_SEED + i}" for i in range(count)]
+    listed = root / "ImageSets" / "2017" / "val.txt"
+    if listed.is_file() and listed.read_text().split() == names:
+        return root
+    for i, name in enumerate(names):
+        video = make_synthetic_video(num_frames, cfg.height, cfg.width, cfg.num_objects, late_objects=0,
+                                     seed=HELD_OUT_SEED + i, fps=cfg.fps, name=name)
+        write_davis_layout(video, root)
+    return root

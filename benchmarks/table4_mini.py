@@ -1,0 +1,141 @@
+"""Table 4 of the paper in miniature: the CPU recipe trained with all four losses, with each one removed, out-only
+and in-only, over several seeds; held-out J&F of each run's student on the DAVIS sample and on synthetic
+sequences that training never sees.
+
+    python benchmarks/table4_mini.py --out runs/table4 [--seeds 0 1] [--variants all no_g2g ...] [--max-steps N]
+    python benchmarks/table4_mini.py --dry --out /tmp/t4      # smoke preset, a few steps: checks the pipeline
+
+Each run is ``ino train`` with the shipped recipe (``RECIPE``, see data/checkpoints/README.md) plus the
+variant's ``--loss.*`` switches and ``--optim.seed``; finished runs are skipped, so the script resumes. Results
+go to ``OUT/results.json`` (one entry per run) and the table is printed as Markdown: mean and spread
+(max - min over seeds) per variant, next to the paper's Table 4 row where the paper has one (Charades, ViT-S/8,
+DAVIS-2017 val J&F-Mean). Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The shipped checkpoint's command (data/checkpoints/README.md), without --out, --optim.seed and eval flags.
+RECIPE = ["--preset", "tiny", "--data", str(REPO / "data/videos"), "synthetic:12"]
+DRY = ["--preset", "smoke", "--data", str(REPO / "data/videos"), "synthetic:2", "--synthetic.num_frames", "24",
+       "--synthetic.height", "64", "--synthetic.width", "96", "--max-steps", "3"]
+
+# variant -> loss switches; the paper's Table 4 (Charades) row where it has one
+VARIANTS = {
+    "all": ({}, 67.0),
+    "no_g2g": ({"g2g": False}, None),
+    "no_l2g": ({"l2g": False}, None),
+    "no_mim": ({"mim": False}, None),
+    "no_aff": ({"aff": False}, 65.4),  # g2g + l2g + mim
+    "out_only": ({"mim": False, "aff": False}, 54.2),  # g2g + l2g
+    "in_only": ({"g2g": False, "l2g": False}, None),
+}
+
+
+def _flags(switches: dict) -> list[str]:
+    return [x for k, v in switches.items() for x in (f"--loss.{k}", str(v).lower())]
+
+
+def train(run: Path, variant: str, seed: int, dry: bool, max_steps: int | None) -> float:
+    """Train one run with ``ino train`` (resumes a killed one); returns the wall seconds spent now."""
+    cmd = [sys.executable, "-m", "inolib", "train", *(DRY if dry else RECIPE), "--out", str(run),
+           "--optim.seed", str(seed), "--synthetic.seed", "0", "--no-tensorboard", "--log-every", "25",
+           *_flags(VARIANTS[variant][0])]
+    if max_steps is not None and not dry:
+        cmd += ["--max-steps", str(max_steps)]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{run}: ino train failed ({r.returncode}):\n{r.stderr[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def evaluate(run: Path, davis: list, held_out: list, device: str) -> dict:
+    from inolib import config as C
+    from inolib.checkpoint import load_backbone, read_checkpoint
+    from inolib.validation import davis_jf
+
+    ck = run / "checkpoint.pth"
+    cfg = C.INOConfig.from_dict(read_checkpoint(ck)["config"])
+    vit, _ = load_backbone(ck, key="student", device=device)
+    return {"davis": davis_jf(vit, davis, cfg.propagation, device)["J&F-Mean"],
+            "synthetic": davis_jf(vit, held_out, cfg.propagation, device)["J&F-Mean"]}
+
+
+def table(results: dict, variants: list[str]) -> str:
+    lines = ["| variant | loss terms | DAVIS sample J&F (mean, spread) | held-out synthetic J&F (mean, spread) | "
+             "seeds | paper Tab. 4 (Charades, ViT-S/8) |", "|---|---|---|---|---|---|"]
+    for v in variants:
+        rows = [r for r in results.values() if r["variant"] == v]
+        if not rows:
+            continue
+        on = [k for k in ("g2g", "l2g", "mim", "aff") if VARIANTS[v][0].get(k, True)]
+
+        def stat(key):
+            xs = [r[key] for r in rows]
+            return f"{sum(xs) / len(xs):.3f} ({max(xs) - min(xs):.3f})"
+
+        paper = VARIANTS[v][1]
+        lines.append(f"| {v} | {' + '.join(on)} | {stat('davis')} | {stat('synthetic')} | {len(rows)} | "
+                     f"{paper if paper is not None else '-'} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, help="folder for the runs and results.json")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--max-steps", type=int, default=None, help="cut every run short (a cheaper, noisier table)")
+    ap.add_argument("--held-out", type=int, default=4, help="held-out synthetic sequences")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dry", action="store_true", help="smoke preset, 3 steps: checks the pipeline only")
+    args = ap.parse_args()
+
+    from inolib import config as C
+    from inolib.data.synthetic import write_held_out_davis
+    from inolib.validation import load_davis_for_validation
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_file = out / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    cfg = C.smoke() if args.dry else C.tiny()
+    held_root = write_held_out_davis(out / "held_out", args.held_out, cfg.synthetic,
+                                     num_frames=12 if args.dry else 48)
+    davis = load_davis_for_validation(REPO / "data/davis_sample/DAVIS",
+                                      sequences=["blackswan"] if args.dry else None)
+    held_out = load_davis_for_validation(held_root)
+    for v in args.variants:
+        for seed in args.seeds:
+            key = f"{v}_seed{seed}"
+            if key in results:
+                continue
+            run = out / key
+            secs = train(run, v, seed, args.dry, args.max_steps)
+            scores = evaluate(run, davis, held_out, args.device)
+            steps = torch.load(run / "checkpoint.pth", map_location="cpu", weights_only=True)["step"]
+            results[key] = {"variant": v, "seed": seed, "steps": steps, "train_seconds": secs, **scores}
+            tmp = results_file.with_name(results_file.name + ".tmp")
+            tmp.write_text(json.dumps(results, indent=1))
+            os.replace(tmp, results_file)
+            print(f"{key}: {steps} steps in {secs:.0f} s, J&F DAVIS {scores['davis']:.3f}, "
+                  f"held-out synthetic {scores['synthetic']:.3f}", flush=True)
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(table(results, args.variants))
+
+
+if __name__ == "__main__":
+    main()

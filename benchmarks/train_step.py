@@ -63,7 +63,7 @@ def main() -> None:
     l = torch.randn(B, T, M, 3, c.local_size, c.local_size, device=dev)
     grid = (c.global_size // m.patch_size,) * 2
     N = grid[0] * grid[1]
-    mask = random_mask(B, T, grid, (args.ratio, args.ratio), 0.0, torch.Generator().manual_seed(0))
+    mask = random_mask(B, T, grid, (args.ratio, args.ratio), 1.0, torch.Generator().manual_seed(0))
     P = int(mask[0, 0].sum())
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
     amp = torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None)

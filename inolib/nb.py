@@ -25,6 +25,23 @@ def data_dir() -> Path:
     raise FileNotFoundError("cannot find the bundled data/ folder; set INOLIB_DATA to its path")
 
 
+def load_shipped(device: str | torch.device = "cpu", network: str = "student"):
+    """The shipped checkpoint ``data/checkpoints/ino_tiny.pth``: ``(backbone, config, random)``, where ``random`` is
+    a random initialisation of the same architecture (seed 0), the baseline it is compared with."""
+    from .checkpoint import load_backbone, read_checkpoint
+    from .config import INOConfig
+    from .model import build_backbone
+
+    path = data_dir() / "checkpoints" / "ino_tiny.pth"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the shipped checkpoint comes with the repository (git lfs is not "
+                                "needed); check your clone")
+    vit, _ = load_backbone(path, key=network, device=device)
+    cfg = INOConfig.from_dict(read_checkpoint(path)["config"])
+    torch.manual_seed(0)
+    return vit, cfg, build_backbone(cfg.model).to(device).eval()
+
+
 def setup(seed: int = 0, smoke: bool | None = None) -> dict:
     """Seed everything, pick the device, and print one line about the mode. Returns ``{"device", "smoke"}``.
 

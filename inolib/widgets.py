@@ -55,17 +55,22 @@ class AffinityExplorer(Explorer):
         student, teacher: patch features or logits of both frames, (2, N, C) each (frame t, frame t+1).
         grid: (h, w) patch grid, N = h*w.
         student_temp, teacher_temp: the affinity temperatures (Sec. 4.4: 0.1 and 0.04).
+        names: the labels of the two feature sets on the toggle (e.g. ``("shipped", "random init")`` to compare
+            a trained network with its initialisation).
     """
 
     def __init__(self, frame_a, frame_b, student, teacher, grid, student_temp=0.1, teacher_temp=0.04,
-                 mean=None, std=None):
+                 mean=None, std=None, names=("student", "teacher")):
         self.frames, self.grid, self.norm = (frame_a, frame_b), grid, (mean, std)
-        self.aff = {"student": affinity(student[None])[0, 0], "teacher": affinity(teacher[None])[0, 0]}  # (N, N)
-        self.default_temp = {"student": student_temp, "teacher": teacher_temp}
+        if len(names) != 2 or names[0] == names[1]:
+            raise ValueError(f"names must be two different labels, got {names!r}")
+        s_name, t_name = names
+        self.aff = {s_name: affinity(student[None])[0, 0], t_name: affinity(teacher[None])[0, 0]}  # (N, N)
+        self.default_temp = {s_name: student_temp, t_name: teacher_temp}
         h, w = grid
         self.row = _slider("query row", 0, h - 1, h // 2)
         self.col = _slider("query col", 0, w - 1, w // 2)
-        self.net = W.ToggleButtons(options=["teacher", "student"], value="teacher")
+        self.net = W.ToggleButtons(options=[t_name, s_name], value=t_name)
         self.temp = _slider("temperature", 0.01, 0.3, teacher_temp, step=0.01, float_=True)
         self.net.observe(lambda c: setattr(self.temp, "value", self.default_temp[c["new"]]), names="value")
         super().__init__([self.row, self.col, self.net, self.temp], "Affinity explorer")
@@ -217,7 +222,8 @@ class LogExplorer(Explorer):
         records: the run's log records (:func:`inolib.train.read_log`), or a run folder.
     """
 
-    TERMS = ("loss", "g2g", "l2g", "mim", "aff", "entropy", "batch_entropy", "top_share", "lr", "momentum")
+    TERMS = ("loss", "g2g", "l2g", "mim", "aff", "entropy", "batch_entropy", "top_share", "lr", "momentum",
+             "jf_student", "jf_teacher", "masked")
 
     def __init__(self, records):
         from .train import read_log

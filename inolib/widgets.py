@@ -256,3 +256,28 @@ class LogExplorer(Explorer):
         self.info.value = (f"{len(self.records)} records, last step {last['step']}: "
                            + ", ".join(f"{k} {last[k]:.4g}" for k in keys if k in last))
         return viz.plot_curves(rows, keys, x=self.axis.value)
+
+
+class Choice(W.VBox):
+    """Toggle buttons above one of several widgets, built on demand: ``Choice({"shipped": lambda: ..., ...})``.
+
+    Switching shows the widget of the chosen option (each is built once, on its first selection), so a lesson
+    can compare the same explorer on a trained network and on its random initialisation.
+    """
+
+    def __init__(self, builders: dict, description: str = "network"):
+        if not builders:
+            raise ValueError("builders must name at least one option")
+        self.builders, self.built = dict(builders), {}
+        self.pick = W.ToggleButtons(options=list(self.builders), description=description)
+        self.box = W.VBox()
+        super().__init__([self.pick, self.box])
+        self.pick.observe(lambda change: self.show(change["new"]), names="value")
+        self.show(self.pick.value)
+
+    def show(self, name: str):
+        """Show (building it if needed) the widget of option ``name``; returns it."""
+        if name not in self.built:
+            self.built[name] = self.builders[name]()
+        self.box.children = [self.built[name]]
+        return self.built[name]

@@ -4,6 +4,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import ipywidgets  # noqa: E402
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from inolib import widgets  # noqa: E402
@@ -83,3 +85,34 @@ def test_log_explorer_smooths_and_switches_terms(tmp_path):
     assert [line.get_label() for line in ex.figure.axes[0].lines] == ["mim"]
     ex.axis.value = "epoch"
     assert ex.figure.axes[0].get_xlabel() == "epoch"
+
+
+def test_affinity_explorer_compares_two_named_feature_sets():
+    g = torch.Generator().manual_seed(3)
+    frames = torch.randint(0, 255, (2, 3, 32, 48), dtype=torch.uint8, generator=g)
+    a, b = torch.randn(2, 24, 8, generator=g), torch.randn(2, 24, 8, generator=g)
+    ex = widgets.AffinityExplorer(frames[0], frames[1], a, b, (4, 6), 0.1, 0.1, names=("shipped", "random init"))
+    assert list(ex.net.options) == ["random init", "shipped"]
+    first = ex.info.value
+    ex.net.value = "shipped"
+    assert "shipped" in ex.info.value and ex.info.value != first
+    with pytest.raises(ValueError, match="names"):
+        widgets.AffinityExplorer(frames[0], frames[1], a, b, (4, 6), names=("x", "x"))
+
+
+def test_choice_builds_each_option_once_and_shows_the_chosen_one():
+    calls = []
+
+    def make(name):
+        def build():
+            calls.append(name)
+            return ipywidgets.HTML(name)
+        return build
+
+    c = widgets.Choice({"shipped": make("shipped"), "random init": make("random init")})
+    assert calls == ["shipped"] and c.box.children[0].value == "shipped"
+    c.pick.value = "random init"
+    c.pick.value = "shipped"
+    assert calls == ["shipped", "random init"] and c.box.children[0].value == "shipped"
+    with pytest.raises(ValueError):
+        widgets.Choice({})

@@ -1,7 +1,12 @@
-"""The GPU check (benchmarks/gpu_check.py): its released-step transcription (benchmarks/released_step.py) against
-inolib."""
+"""The GPU check (benchmarks/gpu_check.py): its released-step transcription against inolib, its stage runner, and its
+CPU dry run (every stage's code path with tiny shapes)."""
 
+import json
+import math
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -133,3 +138,73 @@ def test_released_step_equals_train_step(masked):
     for p, q in zip(t1.parameters(), t2.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
     assert not torch.equal(s1.backbone.blocks[0].attn.qkv.weight, t1.backbone.blocks[0].attn.qkv.weight)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The runner
+
+
+def _load_gpu_check():
+    import importlib
+    return importlib.import_module("gpu_check")
+
+
+def _stage_sleeps(ctx):
+    ctx.row("before the hang", "1")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    (ctx.work / "child.pid").write_text(str(child.pid))
+    time.sleep(600)
+
+
+def _stage_raises(ctx):
+    ctx.row("a figure", "2")
+    try:
+        raise ValueError("a part broke")
+    except ValueError as e:
+        ctx.fail("part one", e)
+    raise RuntimeError("the stage broke")
+
+
+def test_runner_enforces_budgets_and_keeps_going(tmp_path):
+    gc = _load_gpu_check()
+    s = gc.make_settings(True, None, None)
+    shared = {}
+    res = gc.run_stage("hang", "X hang", _stage_sleeps, s, tmp_path, shared, budget=4.0)
+    assert res.status == "timeout" and res.seconds < 10
+    assert res.rows[0][:2] == ["before the hang", "1"]  # what was recorded before the hang is kept
+    pid = int((tmp_path / "hang" / "child.pid").read_text())
+    time.sleep(0.5)
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+    res = gc.run_stage("boom", "Y boom", _stage_raises, s, tmp_path, shared, budget=30)
+    assert res.status == "failed" and "the stage broke" in res.note
+    assert [w for w, _ in res.errors] == ["part one", "stage"]
+    assert any(r[1].startswith("error: ValueError: a part broke") for r in res.rows)
+    text = gc.render([res], shared, s, ["--dry"], 1.0)
+    assert "| Y boom | a figure | 2 |" in text and "the stage broke" in text
+
+
+def test_dry_run(tmp_path):
+    """``gpu_check.py --dry``: every stage runs on the CPU with tiny shapes; correctness goals are met."""
+    out, js = tmp_path / "dry.md", tmp_path / "dry.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/gpu_check.py"), "--dry", "--out", str(out),
+                           "--json", str(js), "--work", str(tmp_path / "work")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    wall = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
+    res = json.loads(js.read_text())
+    assert res["dry"] and [s["status"] for s in res["stages"]] == ["ok"] * 8, res["stages"]
+    names = [s["name"] for s in res["stages"]]
+    assert names == ["env", "train_step", "propagation", "davis", "train", "lesson06", "lesson07", "compile"]
+    rows = [r for s in res["stages"] for r in s["rows"]]
+    for r in rows:  # every goal is met, or a performance goal that a CPU cannot judge
+        assert r[5] in ("yes", "—", "n/a (dry)"), r
+    checks = [r[0] for r in rows if r[5] == "yes"]
+    assert any("identical labels" in c and "480p" in c for c in checks)
+    assert any("identical labels" in c and "shooting" in c for c in checks)
+    assert any("resumed steps equal" in c for c in checks)
+    assert any("SIGTERM" in c for c in checks)
+    text = out.read_text()
+    assert "| stage | figure | ours | released | ratio | goal | met |" in text and "CPU dry run" in text
+    assert not math.isnan(wall)

@@ -844,8 +844,8 @@ def main(argv: list[str] | None = None) -> int:
             "stages": [{"name": r.name, "label": r.label, "status": r.status, "seconds": r.seconds, "budget": r.budget,
                         "note": r.note, "rows": r.rows, "errors": [w for w, _ in r.errors]} for r in results]},
                                           indent=1))
-    print("\n" + text)
-    print(f"wrote {out}")
+    print("\n" + text.split("\n## ")[0])  # the tables; details and tracebacks are in the file
+    print(f"wrote {out} (with the details and tracebacks)")
     bad = [r.name for r in results if r.status not in ("ok", "skipped")]
     if bad:
         print(f"stages with errors: {', '.join(bad)}", file=sys.stderr)

@@ -55,9 +55,6 @@ REPO = Path(__file__).resolve().parents[1]
 for _p in (REPO, REPO / "benchmarks", REPO / "tests"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
-os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-                                                          if p])
-os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars in the logs
 
 # Everything the stages use is imported once here, before the stages are forked: a forked stage starts at once.
 # No CUDA call happens in this process (a forked child could not use CUDA otherwise).
@@ -800,6 +797,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="start no stage after this many seconds and cut budgets to it (default 465; 600 with --dry)")
     ap.add_argument("--budget", action="append", default=[], metavar="STAGE=SECONDS", help="override a stage's budget")
     args = ap.parse_args(argv)
+    # what the stages' subprocesses (torchrun's worker, the notebook kernels) inherit
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(
+        os.pathsep) if p])
+    os.environ.setdefault("TQDM_DISABLE", "1")  # fewer progress bars in the logs
     s = make_settings(args.dry, args.device, args.deadline)
     for item in args.budget:
         name, _, secs = item.partition("=")

@@ -2,7 +2,6 @@
 CPU dry run (every stage's code path with tiny shapes)."""
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -187,11 +186,9 @@ def test_dry_run(tmp_path):
     """``gpu_check.py --dry``: every stage runs on the CPU with tiny shapes; correctness goals are met."""
     out, js = tmp_path / "dry.md", tmp_path / "dry.json"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    t0 = time.monotonic()
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks/gpu_check.py"), "--dry", "--out", str(out),
                            "--json", str(js), "--work", str(tmp_path / "work")],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    wall = time.monotonic() - t0
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
     res = json.loads(js.read_text())
     assert res["dry"] and [s["status"] for s in res["stages"]] == ["ok"] * 8, res["stages"]
@@ -207,4 +204,3 @@ def test_dry_run(tmp_path):
     assert any("SIGTERM" in c for c in checks)
     text = out.read_text()
     assert "| stage | figure | ours | released | ratio | goal | met |" in text and "CPU dry run" in text
-    assert not math.isnan(wall)

@@ -1,12 +1,14 @@
 # Two commands set everything up on a fresh machine with Python 3.11:
 #   make demo   -- create .venv if missing, install, run the demo on bundled data
 #   make test   -- create .venv if missing, install, run every test (unit tests, then notebooks)
+# On a machine with one CUDA GPU:
+#   make gpu-check -- every GPU figure in one run of under 8 minutes (README "GPU check")
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all install demo test unit notebooks lab clean test-browser
+.PHONY: all install demo test unit notebooks lab clean test-browser gpu-check gpu-check-dry gpu-wheels
 
 all: test
 
@@ -22,6 +24,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/ino demo
 
+# tests/test_gpu_check.py runs the GPU check's CPU dry run (benchmarks/gpu_check.py --dry) among the unit tests.
 test: $(STAMP)
 	INOLIB_SMOKE=1 $(PY) -m pytest -q tests
 	@$(MAKE) --no-print-directory notebooks
@@ -46,3 +49,19 @@ test-browser: $(STAMP)
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install --quiet playwright
 	$(PY) tests/browser/check_widgets.py --notebooks notebooks/02_out_g2g.ipynb notebooks/04_in_mim.ipynb notebooks/05_in_aff.ipynb notebooks/06_training.ipynb notebooks/07_label_propagation.ipynb
+
+# One GPU check (issue #13): benchmarks/gpu_check.py on one CUDA GPU, under 8 minutes, results in GPU_CHECK_OUT.
+# No install step: a lent GPU machine reaches no package registry. GPU_PY is .venv's python when there is one, else
+# python3; there, put the wheels of `make gpu-wheels` on PYTHONPATH first (README "GPU check").
+GPU_PY        ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_CHECK_OUT ?= outputs/gpu_check_results.md
+gpu-check:
+	PYTHONUNBUFFERED=1 $(GPU_PY) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
+
+# The same stages on this CPU with tiny shapes (make test runs it too, in tests/test_gpu_check.py).
+gpu-check-dry: $(STAMP)
+	INOLIB_SMOKE=1 $(PY) benchmarks/gpu_check.py --dry --out outputs/gpu_check_dry.md
+
+# The wheels the GPU machine lacks (decord, nbclient, ipykernel, ipywidgets, timm and their dependencies) -> .whl/
+gpu-wheels: $(STAMP)
+	$(PY) benchmarks/gpu_wheels.py

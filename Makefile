@@ -50,7 +50,7 @@ test-browser: $(STAMP)
 	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install --quiet playwright
 	$(PY) tests/browser/check_widgets.py --notebooks notebooks/02_out_g2g.ipynb notebooks/04_in_mim.ipynb notebooks/05_in_aff.ipynb notebooks/06_training.ipynb notebooks/07_label_propagation.ipynb
 
-# One GPU check (issue #13): benchmarks/gpu_check.py on one CUDA GPU, under 8 minutes, results in GPU_CHECK_OUT.
+# One GPU check: benchmarks/gpu_check.py on one CUDA GPU, under 8 minutes, results in GPU_CHECK_OUT.
 # No install step: a lent GPU machine reaches no package registry. GPU_PY is .venv's python when there is one, else
 # python3; there, put the wheels of `make gpu-wheels` on PYTHONPATH first (README "GPU check").
 GPU_PY        ?= $(if $(wildcard $(PY)),$(PY),python3)

@@ -100,7 +100,7 @@ def _backbone(args: argparse.Namespace, cfg: C.INOConfig):
         torch.manual_seed(args.seed)
         print(f"backbone: random initialisation of the {cfg.name!r} preset (a baseline, not a trained model)")
         return build_backbone(cfg.model).to(args.device).eval()
-    vit, rep = load_backbone(args.checkpoint, key=args.network, device=args.device)
+    vit, rep = load_backbone(args.checkpoint, key=args.network, device=args.device, trust=args.trust_checkpoint)
     print(f"backbone: {args.checkpoint} ({rep['format']}, network {rep['network']}): ViT-{rep['embed_dim']}/"
           f"{rep['patch_size']}, {rep['depth']} blocks, position table {rep['pos_table']}")
     return vit
@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, "charades")
     p.add_argument("--checkpoint", required=True, help="checkpoint file (ours, released INO, DINO, timm) or 'random'")
     p.add_argument("--network", default=None, help="network in the checkpoint: student or teacher (default: the format's)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a checkpoint holding Python objects other than tensors and the released code's args "
+                        "to be fully unpickled (that can run code: only for files you trust)")
     p.add_argument("--davis", help="DAVIS root (JPEGImages/, Annotations/, ImageSets/)")
     p.add_argument("--ytvos", help="YouTube-VOS root (<split>/JPEGImages, Annotations, meta.json)")
     p.add_argument("--video", help="a video file (decord) to segment from --first-mask")

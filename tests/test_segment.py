@@ -261,3 +261,42 @@ def test_pngs_are_written_atomically_and_resume_checks_the_last_one(tmp_path, mo
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert segment_davis(vit(), tmp_path / "DAVIS", out, SMALL, resume=True, progress=False) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc (VmHWM)")
+def test_ino_propagate_memory_does_not_grow_with_the_video_length(tmp_path):
+    """50 and 300 frames of a 160x120 video through `ino propagate --video` in fresh processes: the peak resident
+    memory of the run must be the same (keeping every mask and every GIF frame, as before, added 28 MB)."""
+    import os
+    import subprocess
+    import sys
+
+    import inolib
+    from inolib.data import SyntheticVideo, write_video_file
+
+    clip = make_synthetic_video(num_frames=60, height=120, width=160, num_objects=2, late_objects=0, seed=2)
+    loop = SyntheticVideo(clip.frames.repeat(5, 1, 1, 1), clip.masks.repeat(5, 1, 1), clip.fps, "long")  # 300
+    write_video_file(loop, tmp_path / "long.avi")
+    write_video_file(SyntheticVideo(clip.frames[:50], clip.masks[:50], clip.fps, "short"), tmp_path / "short.avi")
+    write_ids_png(tmp_path / "first.png", clip.masks[0])
+    # the peak resident memory of the run itself: everything imported first, then the high-water mark reset
+    # (clear_refs 5) and read back as VmHWM (getrusage's ru_maxrss can carry the parent's size over the exec)
+    code = ("import sys, decord, inolib.cli, inolib.segment, inolib.viz, inolib.model, inolib.checkpoint; "
+            "open('/proc/self/clear_refs', 'w').write('5'); rc = inolib.cli.main(sys.argv[1:]); "
+            "print('PEAK_KB', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]); "
+            "sys.exit(rc)")
+    peaks = {}
+    for name, frames in (("short", 50), ("long", 300)):
+        r = subprocess.run([sys.executable, "-c", code, "propagate", "--checkpoint", "random", "--preset", "smoke",
+                            "--video", str(tmp_path / f"{name}.avi"), "--first-mask", str(tmp_path / "first.png"),
+                            "--out", str(tmp_path / "out"), "--propagation.short_side", "32",
+                            "--propagation.num_context", "3"],
+                           capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                           cwd=Path(inolib.__file__).parents[1])  # `-c` imports from the working folder first
+        assert r.returncode == 0, r.stderr
+        assert len(list((tmp_path / "out" / name).glob("*.png"))) == frames
+        with Image.open(tmp_path / "out" / f"{name}_overlay.gif") as gif:
+            assert gif.n_frames == frames and gif.size == (160, 120)
+        peaks[name] = int(r.stdout.split("PEAK_KB")[-1].split()[0])
+    growth = peaks["long"] - peaks["short"]
+    assert growth < 8_000, f"peak RSS {peaks['short']} kB for 50 frames, {peaks['long']} kB for 300"

@@ -60,11 +60,14 @@ def check_propagation_config(cfg: PropagationConfig, patch_size: int | None = No
     top-k, radius, temperature, context length, sizes; with ``patch_size``, a ``short_side`` below one patch."""
     check_parameters(topk=cfg.topk, radius=cfg.radius, temperature=cfg.temperature, num_context=cfg.num_context,
                      prefix="propagation.")
-    for name in ("short_side", "round_to"):
+    def whole(v) -> bool:
+        return not isinstance(v, bool) and isinstance(v, (int, np.integer))
+
+    for name, zero in (("short_side", "no resize"), ("round_to", "the patch size")):
         v = getattr(cfg, name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
-            raise ValueError(f"propagation.{name} must be a whole number >= 0 (0: {'no resize' if name == 'short_side' else 'the patch size'}), got {v!r}")
-    if isinstance(cfg.feature_block, bool) or not isinstance(cfg.feature_block, (int, np.integer)) or cfg.feature_block < 1:
+        if v is not None and (not whole(v) or v < 0):
+            raise ValueError(f"propagation.{name} must be a whole number >= 0 (0: {zero}), got {v!r}")
+    if not whole(cfg.feature_block) or cfg.feature_block < 1:
         raise ValueError(f"propagation.feature_block must be a block number >= 1, got {cfg.feature_block!r}")
     if patch_size is not None and cfg.short_side and cfg.short_side < max(patch_size, cfg.round_to or 0):
         raise ValueError(f"propagation.short_side {cfg.short_side} is smaller than one {patch_size}-pixel patch "
@@ -378,8 +381,8 @@ class GifWriter:
 
     ``with GifWriter(path, fps) as gif: gif.add(rgb)`` for uint8 (H, W, 3) frames of one size. PIL encodes each
     frame as a one-frame GIF with its own palette (fast octree quantisation), which becomes that frame's local
-    colour table (PIL's ``save_all`` keeps every frame until the end). The file is written under a temporary name and renamed into
-    place when the block ends without an error; on an error it is removed.
+    colour table (PIL's ``save_all`` keeps every frame until the end). The file is written under a temporary name
+    and renamed into place when the block ends without an error; on an error it is removed.
     """
 
     def __init__(self, path: str | Path, fps: float = 8.0, loop: int = 0):
@@ -395,7 +398,8 @@ class GifWriter:
         """Append one uint8 (H, W, 3) frame."""
         buf = io.BytesIO()
         # fast octree palette (about 1 ms for 320x180, against 250 ms for PIL's default median cut)
-        Image.fromarray(np.ascontiguousarray(rgb)).quantize(256, method=Image.Quantize.FASTOCTREE).save(buf, format="GIF")
+        im = Image.fromarray(np.ascontiguousarray(rgb)).quantize(256, method=Image.Quantize.FASTOCTREE)
+        im.save(buf, format="GIF")
         b = buf.getvalue()
         w, h, packed = struct.unpack_from("<HHB", b, 6)
         pos, table = 13, b""

@@ -310,7 +310,8 @@ def test_wrong_shapes_name_the_argument():
 @pytest.mark.parametrize("kw,match", [
     (dict(topk=0), "topk.*>= 1"), (dict(topk=2.5), "topk"), (dict(radius=-1), "radius.*>= 0"),
     (dict(temperature=0.0), "temperature.*> 0"), (dict(temperature=float("nan")), "temperature"),
-    (dict(window="diamond"), "window"), (dict(window="circle", radius=0), "radius"), (dict(num_context=-1), "num_context"),
+    (dict(window="diamond"), "window"), (dict(window="circle", radius=0), "radius"),
+    (dict(num_context=-1), "num_context"),
 ])
 def test_bad_parameters_name_the_argument(kw, match):
     q, lab = torch.randn(8, 4, 5), torch.rand(3, 4, 5)

@@ -15,6 +15,11 @@ heads from the width (192 -> 3, 384 -> 6, 768 -> 12, 1024 -> 16) unless given. K
 have, or tensors of the wrong shape, raise ``ValueError`` naming them; projection-head weights are set aside
 (label propagation uses the backbone only). A missing ``mask_token`` (DINO, timm) is allowed: it only
 matters for training.
+
+Files are read with ``torch.load(weights_only=True)``, allowing only the Python objects released checkpoints
+hold (``args``: an ``argparse.Namespace`` with numpy scalars and dtypes), so loading never runs code from the
+file; anything else is refused, naming the file and the object, unless ``trust=True``
+(``ino propagate --trust-checkpoint``).
 """
 
 from __future__ import annotations
@@ -55,22 +60,126 @@ def save_checkpoint(path: str | Path, cfg: INOConfig, student: nn.Module, teache
     return path
 
 
-def read_checkpoint(path: str | Path) -> Any:
-    """``torch.load`` on the CPU; tensors-only first, then (with a warning) full unpickling for files that hold
-    Python objects, such as the released code's ``args``."""
+def _allowed_globals() -> list:
+    """What released INO/DINO checkpoints hold besides tensors: ``args`` (an ``argparse.Namespace``) with numpy
+    scalars and dtypes. Nothing here runs code: a namespace is filled from a dict, a numpy scalar from bytes."""
+    import argparse
+
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.multiarray import scalar
+    # checkpoints written under numpy 1.x name the scalar constructor numpy.core..., under 2.x numpy._core...
+    names = [(scalar, f"numpy.{m}.multiarray.scalar") for m in ("core", "_core")]
+    dtypes = {type(np.dtype(c)) for c in "?bhilqpBHILQPefdgFDGSUmM"}  # numeric, bool, bytes/str, datetime
+    return [argparse.Namespace, np.dtype, *names, *sorted(dtypes, key=str)]
+
+
+_SAFE_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "builtins.set", "builtins.frozenset",
+                  "builtins.bytearray", "builtins.slice", "builtins.complex")
+
+
+def _pickle_globals(path: Path) -> list[str]:
+    """The globals (``module.name``) a pickle or torch file refers to, read with ``pickletools`` (nothing is
+    executed); the ``data.pkl`` of a torch zip file, or the first few pickles of a plain file."""
+    import io
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                data = [z.read(n) for n in z.namelist() if n.endswith("data.pkl")][:1]
+        else:
+            data = [path.read_bytes()]
+    except (OSError, zipfile.BadZipFile):
+        return []
+    found: list[str] = []
+    for blob in data:
+        f = io.BytesIO(blob)
+        for _ in range(5):  # the legacy torch format is several pickles in a row
+            recent: list = [None, None]  # the last two values pushed, for STACK_GLOBAL
+            memo: dict = {}
+            try:
+                for op, arg, _pos in pickletools.genops(f):
+                    if op.name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                        memo[len(memo) if op.name == "MEMOIZE" else arg] = recent[-1]
+                    elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                        recent.append(memo.get(arg))
+                    elif op.name == "GLOBAL":
+                        found.append(str(arg).replace(" ", "."))
+                        recent.append(None)
+                    elif op.name == "STACK_GLOBAL":
+                        found.append(f"{recent[-2]}.{recent[-1]}")
+                        recent.append(None)
+                    elif isinstance(arg, str) and ("UNICODE" in op.name or "STRING" in op.name):
+                        recent.append(arg)
+                    elif op.stack_after:
+                        recent.append(None)
+                    recent = recent[-2:]
+            except Exception:  # noqa: BLE001 - the end of the pickles, or not a pickle at all
+                break
+            if f.tell() >= len(blob):
+                break
+    return found
+
+
+def _refused_global(path: Path, e: BaseException) -> str | None:
+    """The global a weights-only load refused: from torch's message, else the first one in the file that is
+    neither ours to allow nor torch's."""
+    text = str(e)
+    m = re.search(r"GLOBAL (\S+)", text) or re.search(r"but got <class '([^']+)'>", text)
+    if m:
+        return m.group(1)
+    allowed = {name if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}"
+               for g in _allowed_globals() for name in ([g[1]] if isinstance(g, tuple) else [None])}
+    return next((g for g in _pickle_globals(path) if g not in allowed and not g.startswith(_SAFE_PREFIXES)), None)
+
+
+def read_checkpoint(path: str | Path, trust: bool = False) -> Any:
+    """``torch.load`` on the CPU with ``weights_only=True``: tensors, containers, numbers, strings and the few
+    Python objects released checkpoints hold (``argparse.Namespace``, numpy scalars and dtypes). Nothing in the
+    file can run code: any other global is refused with a ``ValueError`` naming the file and the global.
+
+    ``trust=True`` (``ino propagate --trust-checkpoint``) retries a refused file with full unpickling, with a
+    warning: only for files you made or trust, since unpickling can run any code the file holds.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes), not a checkpoint (an interrupted download or copy?)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as first:  # noqa: BLE001 - any unpickling restriction
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise ValueError(f"{path}: not a readable torch checkpoint ({e})") from e
-        warnings.warn(f"{path} holds Python objects besides tensors ({str(first).splitlines()[0][:120]}); "
-                      "loaded with full unpickling: only load checkpoints you trust", stacklevel=2)
-        return obj
+        with torch.serialization.safe_globals(_allowed_globals()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a plain pickle: refused below
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - an unpickling restriction, or a file that is not a checkpoint
+        refused = _refused_global(path, e)
+        if not trust:
+            if refused is not None:
+                raise ValueError(f"{path}: refused to load the Python object {refused} (loading it could run code); "
+                                 f"a checkpoint should hold tensors only. If you made this file or trust its "
+                                 f"source, pass --trust-checkpoint (read_checkpoint(..., trust=True))") from None
+            raise ValueError(f"{path}: not a readable torch checkpoint ({_first_line(e)})") from None
+    warnings.warn(f"{path}: loading with full unpickling because it was trusted (--trust-checkpoint); it holds "
+                  f"{refused or 'objects a weights-only load refuses'}. Unpickling runs any code the file holds",
+                  stacklevel=2)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{path}: not a readable torch checkpoint ({_first_line(e)})") from e
+
+
+def _first_line(e: BaseException) -> str:
+    """The reason in a loading error, without torch's advice about ``weights_only``."""
+    boiler = ("Weights only load failed", "(1)", "(2)", "Check the documentation", "Please file an issue")
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith(boiler)]
+    line = lines[0].removeprefix("WeightsUnpickler error:").strip() if lines else ""
+    return f"{type(e).__name__}: {line}"[:200] if line else type(e).__name__
 
 
 def _pick_state(obj: Any, path: Path, key: str | None) -> tuple[dict, str]:
@@ -131,10 +240,12 @@ def build_from_state(state: dict, path: str | Path = "<state>", num_heads: int |
 
 
 def load_backbone(path: str | Path, key: str | None = None, num_heads: int | None = None,
-                  device: str | torch.device = "cpu") -> tuple[INOViT, dict]:
-    """The backbone of a checkpoint (see the module docstring) and a report ``{"network", "format", ...}``."""
+                  device: str | torch.device = "cpu", trust: bool = False) -> tuple[INOViT, dict]:
+    """The backbone of a checkpoint (see the module docstring) and a report ``{"network", "format", ...}``.
+
+    The file is read with ``weights_only=True`` (:func:`read_checkpoint`); ``trust`` allows full unpickling."""
     path = Path(path)
-    obj = read_checkpoint(path)
+    obj = read_checkpoint(path, trust=trust)
     state, network = _pick_state(obj, path, key)
     state, head_keys = _clean(state)
     if num_heads is None and isinstance(obj, dict) and obj.get("format") == FORMAT:

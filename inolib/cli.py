@@ -105,49 +105,149 @@ def _backbone(args: argparse.Namespace, cfg: C.INOConfig):
         torch.manual_seed(args.seed)
         print(f"backbone: random initialisation of the {cfg.name!r} preset (a baseline, not a trained model)")
         return build_backbone(cfg.model).to(args.device).eval()
-    vit, rep = load_backbone(args.checkpoint, key=args.network, device=args.device)
+    vit, rep = load_backbone(args.checkpoint, key=args.network, device=args.device, trust=args.trust_checkpoint)
     print(f"backbone: {args.checkpoint} ({rep['format']}, network {rep['network']}): ViT-{rep['embed_dim']}/"
           f"{rep['patch_size']}, {rep['depth']} blocks, position table {rep['pos_table']}")
     return vit
 
 
+def _check_device(device: str) -> None:
+    """ValueError naming ``--device`` for a string torch does not know or a device this machine does not have."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"--device {device!r}: not a torch device (cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a build without CUDA"
+            raise ValueError(f"--device {device}: no CUDA GPU is available (torch {torch.__version__}, {build}); "
+                             f"use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {device}: MPS (Apple GPU) is not available here; use --device cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"--device {device}: inolib runs on cpu, cuda or mps")
+
+
+def _inside(path, folder) -> bool:
+    """Whether ``path`` is ``folder`` or inside it, symlinks resolved."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _refuse_inside(path, protected: list, flag: str, what: str) -> None:
+    """ValueError naming ``flag`` when ``path`` is one of the ``protected`` input folders or inside one."""
+    for folder in protected:
+        if _inside(path, folder):
+            raise ValueError(f"{flag} {path}: {what} would go inside {folder}, an input folder (ground truth or "
+                             f"frames) that must not be overwritten; choose a folder outside it")
+
+
+def _output_folder(path, flag: str) -> None:
+    """Create ``path`` and write a probe file there, before any computation: ValueError naming ``flag`` when it is
+    a file, under a file, or not writable."""
+    import os
+    import tempfile
+
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".ino-write-check-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
+
+
+def _path_free(path, folder: bool, flag: str) -> None:
+    """ValueError naming ``flag`` when the output ``path``, needed as a folder (``folder``) or a file, is taken by
+    the other kind."""
+    if path.exists() and path.is_dir() != folder:
+        raise ValueError(f"{flag}: {path} exists and is a {'folder' if path.is_dir() else 'file'}; it is needed "
+                         f"as a {'folder' if folder else 'file'}")
+
+
 def cmd_propagate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .segment import (VideoSequence, segment_davis, segment_sequence, write_ids_png, write_overlay_gif,
-                          write_sequence)
+    from .segment import (VideoSequence, check_propagation_config, iter_segment_sequence, segment_davis,
+                          write_ids_png, write_overlay_gif, write_sequence)
 
     cfg = config_from_args(args)
     sources = [x for x in (args.davis, args.ytvos, args.video) if x]
     if len(sources) != 1:
         raise ValueError("give exactly one of --davis ROOT, --ytvos ROOT or --video FILE")
-    vit = _backbone(args, cfg)
     p = cfg.propagation
-    print(f"propagation: block {p.feature_block}, k={p.topk}, {p.num_context} context frames, radius {p.radius}, "
-          f"short side {p.short_side}")
+    check_propagation_config(p)  # the --propagation.* values, before anything is loaded
+    _check_device(args.device)
     out = Path(args.out)
+    # inputs and outputs are checked before any computation
     if args.davis:
-        done = segment_davis(vit, args.davis, out, p, split=args.split or "val", sequences=args.sequences,
-                             device=args.device, resume=args.resume)
-        print(f"wrote {len(done)} sequences to {out}")
-    elif args.ytvos:
-        from .data.vos import list_ytvos_videos, read_ytvos_sequence
-        from tqdm.auto import tqdm
+        from .data.vos import list_davis_sequences
 
-        split = args.split or "valid"
-        for name in tqdm(args.sequences or list_ytvos_videos(args.ytvos, split), desc="videos", unit="video"):
-            write_sequence(vit, read_ytvos_sequence(args.ytvos, name, split), out / "Annotations" / name, p,
-                           args.device, args.resume, progress=True)
-        print(f"wrote the YouTube-VOS layout under {out / 'Annotations'}")
+        root = Path(args.davis)
+        _refuse_inside(out, [root / "Annotations", root / "JPEGImages"], "--out", "the masks")
+        names = args.sequences or list_davis_sequences(root, args.split or "val")
+        targets = [out / n for n in names]
+    elif args.ytvos:
+        from .data.vos import list_ytvos_videos
+
+        root, split = Path(args.ytvos), args.split or "valid"
+        # every split folder of the root (valid, train, test) holds ground truth
+        splits = {split} | {d.name for d in (root.iterdir() if root.is_dir() else [])
+                            if (d / "JPEGImages").is_dir() or (d / "meta.json").is_file()}
+        protected = [root / s / k for s in sorted(splits) for k in ("Annotations", "JPEGImages")]
+        _refuse_inside(out / "Annotations", protected, "--out", "the masks (OUT/Annotations/<video>)")
+        names = args.sequences or list_ytvos_videos(root, split)
+        targets = [out / "Annotations" / n for n in names]
     else:
         if not args.first_mask:
             raise ValueError("--video needs --first-mask PNG (the mask of frame 0)")
         seq = VideoSequence(args.video, args.first_mask)
-        ids = segment_sequence(vit, seq, p, args.device, progress=True)
-        for t, m in enumerate(ids):
-            write_ids_png(out / seq.name / f"{t:05d}.png", m)
-        gif = write_overlay_gif(out / f"{seq.name}_overlay.gif", seq, ids, fps=min(seq.fps, 25.0))
-        print(f"wrote {len(ids)} masks to {out / seq.name} and an overlay to {gif}")
+        targets = [out / seq.name]
+        gif_path = out / f"{seq.name}_overlay.gif"
+        _path_free(gif_path, False, "--out")
+        mask = Path(args.first_mask)
+        if mask.parent.resolve() == targets[0].resolve() and mask.stem.isdigit():
+            raise ValueError(f"--out {out}: the masks would be written over the --first-mask {mask}; choose another "
+                             f"folder")
+    _output_folder(out, "--out")
+    for target in targets:
+        _path_free(target, True, "--out")
+    vit = _backbone(args, cfg)
+    check_propagation_config(p, vit.patch_embed.patch_size[0])
+    print(f"propagation: block {p.feature_block}, k={p.topk}, {p.num_context} context frames, radius {p.radius}, "
+          f"short side {p.short_side}")
+    if args.davis:
+        done = segment_davis(vit, args.davis, out, p, split=args.split or "val", sequences=names,
+                             device=args.device, resume=args.resume)
+        print(f"wrote {len(done)} sequences to {out}")
+    elif args.ytvos:
+        from .data.vos import read_ytvos_sequence
+        from tqdm.auto import tqdm
+
+        for name in tqdm(names, desc="videos", unit="video"):
+            write_sequence(vit, read_ytvos_sequence(args.ytvos, name, split), out / "Annotations" / name, p,
+                           args.device, args.resume, progress=True)
+        print(f"wrote the YouTube-VOS layout under {out / 'Annotations'}")
+    else:
+        count = 0
+
+        def written():  # each mask goes to its PNG, then on to the GIF, as soon as it is final
+            nonlocal count
+            for t, m in enumerate(iter_segment_sequence(vit, seq, p, args.device, progress=True)):
+                write_ids_png(targets[0] / f"{t:05d}.png", m)
+                count += 1
+                yield m
+
+        gif = write_overlay_gif(gif_path, seq, written(), fps=min(seq.fps, 25.0))
+        print(f"wrote {count} masks to {targets[0]} and an overlay to {gif}")
     return 0
 
 
@@ -197,8 +297,18 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .evaluate import evaluate_davis, format_table, write_tables
 
+    results, root = Path(args.results), Path(args.davis)
+    _refuse_inside(results, [root / "Annotations", root / "JPEGImages"], "--results", "the results and score tables")
+    if not results.is_dir():
+        raise FileNotFoundError(f"--results {results}: no such folder (it should hold <sequence>/<frame>.png)")
+    # the score tables are written into --results: checked before the (long) evaluation, not after it
+    _output_folder(results, "--results")
+    for name in (f"global_results-{args.split}.csv", f"per-sequence_results-{args.split}.csv"):
+        _path_free(results / name, False, "--results")
     result = evaluate_davis(args.davis, args.results, split=args.split, sequences=args.sequences,
                             exclude_void=args.exclude_void)
     paths = write_tables(result, args.results, args.split)
@@ -209,6 +319,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ino", description="INO: In-N-Out generative learning for video segmentation")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="versions, devices and presets")
     p.set_defaults(func=cmd_info)
@@ -232,11 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, "charades")
     p.add_argument("--checkpoint", required=True, help="checkpoint file (ours, released INO, DINO, timm) or 'random'")
     p.add_argument("--network", default=None, help="network in the checkpoint: student or teacher (default: the format's)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a checkpoint holding Python objects other than tensors and the released code's args "
+                        "to be fully unpickled (that can run code: only for files you trust)")
     p.add_argument("--davis", help="DAVIS root (JPEGImages/, Annotations/, ImageSets/)")
     p.add_argument("--ytvos", help="YouTube-VOS root (<split>/JPEGImages, Annotations, meta.json)")
     p.add_argument("--video", help="a video file (decord) to segment from --first-mask")
-    p.add_argument("--first-mask", help="mask of the video's first frame: indexed PNG, greyscale or black-and-white, "
-                                        "RGBA drawing, or flat colours")
+    p.add_argument("--first-mask", help="mask of the video's first frame: indexed PNG, greyscale ids (1..127) or "
+                                        "black-and-white, RGBA drawing, or flat colours")
     p.add_argument("--split", default=None, help="DAVIS split (val) or YouTube-VOS split (valid)")
     p.add_argument("--sequences", nargs="+", default=None, help="only these sequences")
     p.add_argument("--out", required=True, help="output folder")
@@ -271,18 +385,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequences", nargs="+", default=None, help="only these sequences")
     p.add_argument("--exclude-void", action="store_true", help="leave void (255) pixels out (official: scored as background)")
     p.set_defaults(func=cmd_evaluate)
+    for p in sub.choices.values():  # --debug also after the command (ino propagate ... --debug)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 
+DEBUG_HELP = "show the full traceback of an error instead of one line"
+
+
+def _message(e: BaseException) -> str:
+    """An error on one line, with the path an OSError is about."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        text = f"{e.filename}: {e.strerror}" + (f" (with {e.filename2})" if e.filename2 is not None else "")
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. An ``OSError``, ``ValueError`` or ``ImportError`` is one line on stderr and exit code 2
+    (``--debug``: the traceback instead); a ``FloatingPointError`` (a NaN stopped training) exits with 3."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        print(f"ino {args.command}: error: {e}", file=sys.stderr)
+    except (OSError, ValueError, ImportError) as e:
+        if args.debug:
+            raise
+        print(f"ino {args.command}: error: {_message(e)}", file=sys.stderr)
         return 2
     except FloatingPointError as e:
+        if args.debug:
+            raise
         print(f"ino {args.command}: stopped: {e}", file=sys.stderr)
         return 3
 

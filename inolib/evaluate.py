@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -497,22 +498,25 @@ def write_tables(result: dict, results_dir: str | Path, split: str | None = None
 
     The files have the official layout: a header line (``J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,
     F-Decay`` and ``Sequence,J-Mean,F-Mean``), then rows with values written with three decimals. Existing
-    files are overwritten. ``split`` defaults to ``result["split"]``. Returns the two paths.
+    files are replaced atomically. ``split`` defaults to ``result["split"]``. Returns the two paths.
     """
     split = result["split"] if split is None else split
     folder = Path(results_dir)
     folder.mkdir(parents=True, exist_ok=True)
     g_path = folder / f"global_results-{split}.csv"
     s_path = folder / f"per-sequence_results-{split}.csv"
-    with open(g_path, "w", newline="") as f:
-        out = csv.writer(f, lineterminator="\n")
-        out.writerow(GLOBAL_COLUMNS)
-        out.writerow([_csv_number(result["global"][c]) for c in GLOBAL_COLUMNS])
-    with open(s_path, "w", newline="") as f:
-        out = csv.writer(f, lineterminator="\n")
-        out.writerow(SEQUENCE_COLUMNS)
-        for key, row in result["objects"].items():
-            out.writerow([key, _csv_number(row["J_mean"]), _csv_number(row["F_mean"])])
+    rows = {g_path: [GLOBAL_COLUMNS, [_csv_number(result["global"][c]) for c in GLOBAL_COLUMNS]],
+            s_path: [SEQUENCE_COLUMNS] + [[key, _csv_number(row["J_mean"]), _csv_number(row["F_mean"])]
+                                          for key, row in result["objects"].items()]}
+    for path, lines in rows.items():  # atomic: a temporary file renamed over the table
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            with open(tmp, "w", newline="") as f:
+                csv.writer(f, lineterminator="\n").writerows(lines)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return g_path, s_path
 
 

@@ -24,6 +24,7 @@ DINO floors the long side to a multiple of 64 (``propagation.round_to=64``) wher
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -95,6 +96,48 @@ def default_memory_budget(device: torch.device) -> int:
     return 24 << 20
 
 
+def check_parameters(*, topk: int = 5, radius: int = 40, temperature: float = 0.1, window: str = "square",
+                     window_on_first: bool = True, num_context: int | None = None, prefix: str = "") -> None:
+    """ValueError naming the parameter (``prefix`` + name, e.g. ``propagation.topk``) that cannot work."""
+    def whole(x) -> bool:
+        return not isinstance(x, bool) and isinstance(x, (int, np.integer, float)) and float(x).is_integer()
+
+    if window not in WINDOWS:
+        raise ValueError(f"{prefix}window shape must be one of {WINDOWS}, got {window!r}")
+    if not whole(topk) or topk < 1:
+        raise ValueError(f"{prefix}topk must be a whole number >= 1 (sources kept per query), got {topk!r}")
+    if not whole(radius) or radius < 0:
+        raise ValueError(f"{prefix}radius must be a whole number >= 0 (patch cells), got {radius!r}")
+    if window == "circle" and radius < 1 and window_on_first:
+        raise ValueError(f"{prefix}radius must be >= 1 for a circle window (d^2 < r^2 holds no cell at r = 0)")
+    if not isinstance(temperature, (int, float, np.floating)) or not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"{prefix}temperature must be a finite number > 0, got {temperature!r}")
+    if num_context is not None and (not whole(num_context) or num_context < 0):
+        raise ValueError(f"{prefix}num_context must be a whole number >= 0 (previous frames), got {num_context!r}")
+
+
+def _shape(x) -> str:
+    return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else f"a {type(x).__name__}"
+
+
+def _check_map(name: str, x, expected: str, ok) -> None:
+    """ValueError ``name must be <expected>, got <shape>`` unless ``x`` is a tensor and ``ok(x)``."""
+    if not isinstance(x, torch.Tensor) or not ok(x):
+        raise ValueError(f"{name} must be a tensor of shape {expected}, got {_shape(x)}")
+
+
+def _check_frame_inputs(query, context_feats, context_labels) -> None:
+    _check_map("query", query, "(D, h, w)", lambda x: x.dim() == 3 and x.numel() > 0)
+    D, h, w = query.shape
+    _check_map("context_feats", context_feats, f"(NC, {D}, {h}, {w}) (the query's D, h, w)",
+               lambda x: x.dim() == 4 and tuple(x.shape[1:]) == (D, h, w))
+    NC = context_feats.shape[0]
+    if NC == 0:
+        raise ValueError("context_feats must hold at least one frame (the first frame), got NC = 0")
+    _check_map("context_labels", context_labels, f"({NC}, C, {h}, {w}) (context_feats' NC, the query's h, w)",
+               lambda x: x.dim() == 4 and x.shape[0] == NC and x.shape[1] > 0 and tuple(x.shape[2:]) == (h, w))
+
+
 @torch.no_grad()
 def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_labels: torch.Tensor, *,
                     topk: int = 5, radius: int = 40, temperature: float = 0.1, window: str = "square",
@@ -108,10 +151,16 @@ def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_la
     Returns:
         (C, h, w) soft labels.
 
+    Raises ValueError naming the argument for wrong shapes, bad parameters, or features holding NaN or inf
+    (one check per call).
+
     Per chunk of queries: ``aff = exp(cos / temperature)`` over the context positions, zeroed outside the
     window; every entry at least the k-th largest of its row is kept (ties included, as released), the rest
-    zeroed; rows normalised; labels = context labels x weights. The top-k (k+1 to detect a tie) gives the
-    weights directly; only rows whose k-th value is tied go through the released mask-and-normalise rule.
+    zeroed; rows normalised; labels = context labels x weights. The top-k (k+1 to detect a tie) is taken on the
+    logits ``cos / temperature`` (-inf outside the window), where exp is monotone, so the same entries are kept
+    and ties are decided on the same values; the weights are ``exp(logit - the row's largest)`` normalised,
+    which is the released ratio without its overflow (exp(cos / 0.01) is inf in float32). Only rows whose k-th
+    value is tied go through the mask-and-normalise rule.
 
     Only the sources a chunk can see are computed: queries go in bands of grid columns (rows if the grid is
     taller than wide) and each band is compared with the key columns within ``radius`` of it, which the keys'
@@ -119,8 +168,15 @@ def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_la
     the ones outside the window; the zeros never reach the top-k (a window holds at least one cell per frame),
     so skipping them changes nothing but the time.
     """
-    if window not in WINDOWS:
-        raise ValueError(f"window shape must be one of {WINDOWS}, got {window!r}")
+    check_parameters(topk=topk, radius=radius, temperature=temperature, window=window,
+                     window_on_first=window_on_first)
+    _check_frame_inputs(query, context_feats, context_labels)
+    finite = torch.isfinite(query).all() & torch.isfinite(context_feats).all()
+    if not bool(finite & torch.isfinite(context_labels).all()):  # the one host sync of this check
+        name = next(n for n, x in (("query", query), ("context_feats", context_feats),
+                                   ("context_labels", context_labels)) if not bool(torch.isfinite(x).all()))
+        raise ValueError(f"{name} holds NaN or inf; label propagation needs finite features (a checkpoint "
+                         f"with non-finite weights, or an overflow in reduced precision?)")
     D, h, w = query.shape
     NC, C = context_labels.shape[:2]
     flip = h > w  # bands run across the longer side
@@ -150,21 +206,24 @@ def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_la
             pos = torch.arange(p0, p1, device=dev)
             # cos / temperature as released (folding 1/temperature into q would round differently and
             # break exact ties of the k-th value, which decide how many entries are kept)
-            aff = (q[p0:p1] @ band_keys.T).div_(temperature).exp_()  # (Q, (b-a)*NC*h)
+            aff = (q[p0:p1] @ band_keys.T).div_(temperature)  # (Q, (b-a)*NC*h) logits
             dx = (pos // h)[:, None] - cols[None]  # (Q, b-a)
             dy = (pos % h)[:, None] - rows[None]  # (Q, h)
-            allowed = _inside(dx[:, :, None], dy[:, None, :], radius, window)  # (Q, b-a, h)
+            outside = ~_inside(dx[:, :, None], dy[:, None, :], radius, window)  # (Q, b-a, h)
             view = aff.view(p1 - p0, b - a, NC, h)
-            (view if window_on_first else view[:, :, 1:]).mul_(allowed[:, :, None, :])
+            (view if window_on_first else view[:, :, 1:]).masked_fill_(outside[:, :, None, :], float("-inf"))
             # top-k jointly over every context frame; one more to see whether the k-th value is tied
             vals, idx = aff.topk(min(k + 1, aff.shape[1]), dim=1)
-            weights = vals[:, :k] / vals[:, :k].sum(1, keepdim=True)
+            # exp(logit - the row's largest): every query sees its own cell, so the largest is finite
+            weights = (vals[:, :k] - vals[:, :1]).exp_()
+            weights /= weights.sum(1, keepdim=True)
             out[:, p0:p1] = (band_labels[:, idx[:, :k]] * weights).sum(-1)  # (C, Q)
             if vals.shape[1] > k:
                 tied = (vals[:, k] == vals[:, k - 1]).nonzero()[:, 0]
                 if len(tied):  # entries equal to the k-th value are all kept (the released rule): rare rows
                     sub = aff[tied]
-                    sub.masked_fill_(sub < vals[tied, k - 1:k], 0.0)
+                    keep = sub >= vals[tied, k - 1:k]
+                    sub = (sub - vals[tied, :1]).exp_().mul_(keep)
                     sub.div_(sub.sum(1, keepdim=True))
                     out[:, p0 + tied] = band_labels @ sub.T
     out = out.view(C, w, h)
@@ -183,11 +242,20 @@ class Propagator:
     frames 1, 2, ... ``step(feat, new_labels=(C,h,w))`` adds objects that first appear in this frame
     (YouTube-VOS): as in the released code, they overwrite the prediction where they are and start a
     reference of their own (with its own context), whose valid channels are merged into later frames.
+    Shapes and parameters are checked here and in ``step`` (ValueError naming the argument).
     """
 
     def __init__(self, first_feat: torch.Tensor, first_labels: torch.Tensor, *, topk: int = 5,
                  num_context: int = 10, radius: int = 40, temperature: float = 0.1, window: str = "square",
                  window_on_first: bool = True, max_bytes: int | None = None):
+        check_parameters(topk=topk, radius=radius, temperature=temperature, window=window,
+                         window_on_first=window_on_first, num_context=num_context)
+        _check_map("first_feat", first_feat, "(D, h, w)", lambda x: x.dim() == 3 and x.numel() > 0)
+        h, w = first_feat.shape[1:]
+        _check_map("first_labels", first_labels, f"(C, {h}, {w}) (the features' h, w)",
+                   lambda x: x.dim() == 3 and x.shape[0] > 0 and tuple(x.shape[1:]) == (h, w))
+        self.feat_shape = tuple(first_feat.shape)  # (D, h, w)
+        self.label_shape = tuple(first_labels.shape)  # (C, h, w)
         self.kw = dict(topk=topk, radius=radius, temperature=temperature, window=window,
                        window_on_first=window_on_first, max_bytes=max_bytes)
         self.num_context = num_context
@@ -200,6 +268,13 @@ class Propagator:
                 "queue": deque(maxlen=self.num_context)}
 
     def step(self, feat: torch.Tensor, new_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Soft labels (C, h, w) of the next frame from its features ``feat`` (D, h, w); ``new_labels`` (C, h, w):
+        objects that first appear in this frame."""
+        _check_map("feat", feat, f"{self.feat_shape} (the first frame's (D, h, w))",
+                   lambda x: tuple(x.shape) == self.feat_shape)
+        if new_labels is not None:
+            _check_map("new_labels", new_labels, f"{self.label_shape} (the first labels' (C, h, w))",
+                       lambda x: tuple(x.shape) == self.label_shape)
         self.t += 1
         merged = None
         for ref in self.refs:
@@ -224,17 +299,37 @@ def propagate(features, first_labels: torch.Tensor, *, topk: int = 5, num_contex
               new_labels: dict[int, torch.Tensor] | None = None, max_bytes: int | None = None) -> torch.Tensor:
     """Propagate ``first_labels`` (C, h, w) through ``features`` (T, D, h, w) (or an iterable of (D, h, w)).
 
-    Returns (T, C, h, w) soft labels; frame 0 is ``first_labels``. ``new_labels`` maps a frame index to the
-    labels of objects first appearing there (YouTube-VOS). Defaults: App. A.2 for DAVIS.
+    Returns (T, C, h, w) soft labels; frame 0 is ``first_labels``. ``new_labels`` maps a frame index 1..T-1 to the
+    labels (C, h, w) of objects first appearing there (YouTube-VOS). Defaults: App. A.2 for DAVIS. Wrong shapes,
+    no frames, or a ``new_labels`` frame outside 1..T-1 are a ValueError naming the argument.
     """
+    new_labels = dict(new_labels or {})
+    if isinstance(features, torch.Tensor) and features.dim() != 4:
+        raise ValueError(f"features must be a tensor of shape (T, D, h, w) or an iterable of (D, h, w), "
+                         f"got {_shape(features)}")
+    early = sorted(t for t in new_labels if t < 1)
+    if early:
+        raise ValueError(f"new_labels: frame {early[0]} is not in 1..T-1 (frame 0's labels are first_labels)")
     it = iter(features)
-    first = next(it)
+    try:
+        first = next(it)
+    except StopIteration:
+        raise ValueError("features: no frames (T = 0); propagation needs at least the first frame") from None
     prop = Propagator(first, first_labels, topk=topk, num_context=num_context, radius=radius,
                       temperature=temperature, window=window, window_on_first=window_on_first, max_bytes=max_bytes)
+    if isinstance(features, torch.Tensor):
+        _check_late_frames(new_labels, len(features))
     out = [first_labels.float()]
     for t, feat in enumerate(it, start=1):
-        out.append(prop.step(feat, (new_labels or {}).get(t)))
+        out.append(prop.step(feat, new_labels.get(t)))
+    _check_late_frames(new_labels, len(out))
     return torch.stack(out)
+
+
+def _check_late_frames(new_labels: dict, T: int) -> None:
+    late = sorted(t for t in new_labels if t >= T)
+    if late:
+        raise ValueError(f"new_labels: frame {late[0]} is beyond the last frame {T - 1} of the features")
 
 
 # -- labels on the feature grid and back --------------------------------------------------------------
@@ -310,7 +405,14 @@ def query_sources(query: torch.Tensor, context_feats: torch.Tensor, position: in
         frame (k,) context frame index (0 = the first frame), cell (k,) flat position in that frame,
         weight (k,) normalised weights (the released kernel's, ties beyond k dropped).
     """
+    check_parameters(topk=topk, radius=radius, temperature=temperature, window=window,
+                     window_on_first=window_on_first)
+    _check_map("query", query, "(D, h, w)", lambda x: x.dim() == 3 and x.numel() > 0)
+    _check_map("context_feats", context_feats, f"(NC, {', '.join(map(str, query.shape))}) (the query's D, h, w)",
+               lambda x: x.dim() == 4 and x.shape[0] > 0 and x.shape[1:] == query.shape)
     D, h, w = query.shape
+    if not 0 <= position < h * w:
+        raise ValueError(f"position must be a flat index in 0..{h * w - 1} (the {h}x{w} grid), got {position}")
     NC = context_feats.shape[0]
     q = F.normalize(query.reshape(D, h * w)[:, position].float(), dim=0)
     keys = F.normalize(context_feats.reshape(NC, D, h * w).float(), dim=1)

@@ -50,7 +50,8 @@ def test_released_ino_layout(tmp_path):
             "optimizer": {}, "epoch": 5, "args": argparse.Namespace(arch="vit_small"),
             "dino_loss_cls_list": {"0.center": torch.zeros(1, 128)}, "fp16_scaler": {}}
     torch.save(ckpt, tmp_path / "ino.pth")
-    with pytest.warns(UserWarning, match="Python objects"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the args namespace is allowed: a weights-only load, no warning
         vit, rep = load_backbone(tmp_path / "ino.pth", num_heads=3)
     assert rep["network"] == "student" and rep["pos_table"] == (8, 8) and rep["head_keys_ignored"] > 0
     torch.testing.assert_close(feats(vit), feats(student.backbone))
@@ -111,3 +112,80 @@ def test_bad_checkpoints_name_the_problem(tmp_path):
     torch.save({"student": sd}, tmp_path / "s.pth")
     with pytest.raises(ValueError, match="teacher"):
         load_backbone(tmp_path / "s.pth", key="teacher", num_heads=3)
+
+
+class _Payload:
+    """A pickle whose loading runs a shell command (creates a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("fmt", ["pickle", "torch-zip"])
+def test_a_malicious_checkpoint_never_runs(tmp_path, fmt):
+    import os
+    import pickle
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / f"evil-{fmt}.pth"
+    ckpt = {"student": {"w": torch.zeros(1)}, "args": _Payload(marker)}
+    if fmt == "pickle":
+        evil.write_bytes(pickle.dumps(ckpt))
+    else:
+        torch.save(ckpt, evil)
+    assert not marker.exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "loading anyway" warning either
+        with pytest.raises(ValueError) as err:
+            load_backbone(evil)
+    assert not marker.exists(), "the checkpoint's code ran"
+    msg = str(err.value)
+    assert evil.name in msg and f"{os.system.__module__}.system" in msg and "--trust-checkpoint" in msg
+
+
+def test_trust_allows_a_full_load_with_a_warning(tmp_path):
+    from inolib.checkpoint import read_checkpoint
+
+    marker = tmp_path / "ran"
+    torch.save({"x": _Payload(marker)}, tmp_path / "mine.pth")
+    with pytest.warns(UserWarning, match="mine.pth.*trust"):
+        read_checkpoint(tmp_path / "mine.pth", trust=True)
+    assert marker.exists()  # the user said so
+
+
+def test_released_args_with_numpy_scalars_load_without_unpickling(tmp_path):
+    import numpy as np
+
+    from inolib.checkpoint import read_checkpoint
+
+    cfg, student = small_net(4)
+    sd = {f"module.{k}": v for k, v in student.state_dict().items() if k.startswith("backbone.")}
+    args = argparse.Namespace(arch="vit_small", lr=np.float64(5e-4), epochs=np.int64(25), warmup=np.float32(0.04),
+                              dtype=np.dtype("float32"), flag=np.bool_(True), patch_size=8, out_dim=[65536])
+    torch.save({"student": sd, "args": args, "epoch": np.int64(3), "dino_loss_cls_list": {}}, tmp_path / "rel.pth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        obj = read_checkpoint(tmp_path / "rel.pth")
+        vit, rep = load_backbone(tmp_path / "rel.pth", num_heads=3)
+    assert obj["args"].lr == 5e-4 and obj["args"].dtype == np.dtype("float32") and obj["epoch"] == 3
+    assert rep["network"] == "student"
+    torch.testing.assert_close(feats(vit), feats(student.backbone))
+
+
+def test_junk_empty_and_folder_checkpoints_are_clear_errors(tmp_path):
+    import os
+
+    (tmp_path / "random.pth").write_bytes(os.urandom(4096))
+    with pytest.raises(ValueError, match=r"random.pth.*not a (readable )?torch checkpoint"):
+        load_backbone(tmp_path / "random.pth")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty.pth.*empty file"):
+        load_backbone(tmp_path / "empty.pth")
+    (tmp_path / "adir.pth").mkdir()
+    with pytest.raises(ValueError, match=r"adir.pth.*folder"):
+        load_backbone(tmp_path / "adir.pth")

@@ -1,6 +1,7 @@
 """The ``ino`` command line."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -32,3 +33,163 @@ def test_python_dash_m_entry_point():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["model"]["embed_dim"] == 192
+
+
+# -- hostile and careless input to `ino propagate` / `ino evaluate` -------------------------------------------
+
+import hashlib  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_davis(root: Path) -> Path:
+    """A 6-frame 96x64 DAVIS layout (two objects) under ``root``."""
+    from inolib.data import make_synthetic_video, write_davis_layout
+
+    write_davis_layout(make_synthetic_video(num_frames=6, height=64, width=96, num_objects=2, late_objects=0,
+                                            seed=1), root)
+    return root
+
+
+def tree_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        h.update(str(p.relative_to(folder)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def propagate_args(davis: Path, out, *extra: str) -> list[str]:
+    return ["propagate", "--checkpoint", "random", "--preset", "smoke", "--davis", str(davis), "--out", str(out),
+            "--propagation.short_side", "64", *extra]
+
+
+def test_ground_truth_is_never_overwritten(tmp_path, capsys):
+    from inolib.data import make_synthetic_video, write_ytvos_layout
+
+    davis = tiny_davis(tmp_path / "DAVIS")
+    before = tree_digest(davis)
+    (tmp_path / "link").symlink_to(davis / "Annotations" / "480p")
+    for out in (davis / "Annotations" / "480p", davis / "Annotations", davis / "JPEGImages" / "480p" / "x",
+                tmp_path / "link", tmp_path / "link" / "sub"):
+        assert main(propagate_args(davis, out)) == 2, out
+        err = capsys.readouterr().err
+        assert "--out" in err and ("Annotations" in err or "JPEGImages" in err), err
+    assert tree_digest(davis) == before
+    ytvos = tmp_path / "YTVOS"
+    write_ytvos_layout(make_synthetic_video(num_frames=10, height=64, width=96, num_objects=2, seed=2), ytvos)
+    before = tree_digest(ytvos)
+    for out in (ytvos / "valid", ytvos / "valid" / "Annotations" / "x"):
+        args = ["propagate", "--checkpoint", "random", "--preset", "smoke", "--ytvos", str(ytvos), "--out", str(out),
+                "--propagation.short_side", "64"]
+        assert main(args) == 2
+        assert "--out" in capsys.readouterr().err
+    assert tree_digest(ytvos) == before
+    video = REPO / "data/videos/cotracker_apple/apple.mp4"
+    (tmp_path / "v" / "apple").mkdir(parents=True)
+    mask = tmp_path / "v" / "apple" / "00000.png"
+    mask.write_bytes((REPO / "data/videos/cotracker_apple/apple_mask.png").read_bytes())
+    assert main(["propagate", "--checkpoint", "random", "--preset", "smoke", "--video", str(video), "--first-mask",
+                 str(mask), "--out", str(tmp_path / "v")]) == 2
+    assert "--first-mask" in capsys.readouterr().err
+    assert mask.read_bytes() == (REPO / "data/videos/cotracker_apple/apple_mask.png").read_bytes()
+    for results in (davis / "Annotations" / "480p", davis / "Annotations" / "480p" / "synthetic", tmp_path / "link"):
+        assert main(["evaluate", "--davis", str(davis), "--results", str(results)]) == 2
+        assert "--results" in capsys.readouterr().err
+    assert tree_digest(davis) == tree_digest(tiny_davis(tmp_path / "again"))  # nothing written into it
+
+
+def test_a_malicious_checkpoint_does_not_run_from_the_command_line(tmp_path, capsys):
+    import os
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    (tmp_path / "evil.pth").write_bytes(pickle.dumps({"student": Payload()}))
+    davis = tiny_davis(tmp_path / "DAVIS")
+    args = propagate_args(davis, tmp_path / "out")
+    args[2] = str(tmp_path / "evil.pth")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "evil.pth" in err and "system" in err and "--trust-checkpoint" in err
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_outputs_are_checked_before_any_computation(tmp_path, capsys, monkeypatch):
+    import inolib.evaluate
+    import inolib.segment
+
+    davis = tiny_davis(tmp_path / "DAVIS")
+    (tmp_path / "afile").write_text("x")
+
+    def never(*a, **kw):
+        raise AssertionError("computed before checking the outputs")
+
+    monkeypatch.setattr(inolib.segment, "segment_davis", never)
+    monkeypatch.setattr(inolib.evaluate, "evaluate_davis", never)
+    for out, match in ((tmp_path / "afile", "afile.*not a folder"), (tmp_path / "afile" / "sub", "afile"),
+                       (tmp_path / "o1", "synthetic.*file")):
+        if out.name == "o1":
+            out.mkdir()
+            (out / "synthetic").write_text("a file where a sequence folder goes")
+        assert main(propagate_args(davis, out)) == 2
+        cap = capsys.readouterr()
+        assert "--out" in cap.err and re.search(match, cap.err), cap.err
+        assert "backbone:" not in cap.out and len(cap.err.strip().splitlines()) == 1
+    results = tmp_path / "results"
+    (results / "global_results-val.csv").mkdir(parents=True)
+    assert main(["evaluate", "--davis", str(davis), "--results", str(results)]) == 2
+    assert "global_results-val.csv" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="afile"):
+        main(["--debug"] + propagate_args(davis, tmp_path / "afile"))
+    with pytest.raises(ValueError, match="afile"):
+        main(propagate_args(davis, tmp_path / "afile") + ["--debug"])
+
+
+def test_os_errors_are_one_line_naming_the_path(tmp_path, capsys, monkeypatch):
+    import inolib.segment
+
+    def denied(*a, **kw):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "out" / "synthetic" / "00003.png"))
+
+    monkeypatch.setattr(inolib.segment, "segment_davis", denied)
+    assert main(propagate_args(tiny_davis(tmp_path / "DAVIS"), tmp_path / "out")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "00003.png" in err and "Permission denied" in err
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--device", "bogus"], r"--device 'bogus'.*not a torch device"),
+    (["--propagation.topk", "0"], r"propagation\.topk.*>= 1"),
+    (["--propagation.radius", "-1"], r"propagation\.radius.*>= 0"),
+    (["--propagation.temperature", "0"], r"propagation\.temperature.*> 0"),
+    (["--propagation.short_side", "7"], r"propagation\.short_side 7.*patch"),
+])
+def test_bad_flags_are_clear_errors(tmp_path, capsys, extra, match):
+    assert main(propagate_args(tiny_davis(tmp_path / "DAVIS"), tmp_path / "out", *extra)) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err), err
+    assert not list((tmp_path / "out").rglob("*.png"))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is available here")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    assert main(propagate_args(tiny_davis(tmp_path / "DAVIS"), tmp_path / "out", "--device", "cuda")) == 2
+    assert re.search(r"--device cuda: no CUDA GPU", capsys.readouterr().err)
+
+
+def test_empty_or_folder_checkpoint_is_a_clear_error(tmp_path, capsys):
+    davis = tiny_davis(tmp_path / "DAVIS")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "dir.pth").mkdir()
+    for ckpt, match in (("empty.pth", "empty.pth: empty file"), ("dir.pth", "dir.pth: is a folder")):
+        args = propagate_args(davis, tmp_path / "out")
+        args[2] = str(tmp_path / ckpt)
+        assert main(args) == 2
+        assert match in capsys.readouterr().err

@@ -245,3 +245,78 @@ print(peak[1] - peak[0])
     assert r.returncode == 0, r.stderr
     growth_kb = int(r.stdout.split()[-1])
     assert growth_kb < 20_000, f"peak memory grew by {growth_kb} kB over 40 more frames"
+
+
+@pytest.mark.parametrize("temperature", [0.01, 0.005])
+def test_small_temperatures_do_not_overflow(temperature):
+    """exp(cos / 0.01) overflows float32 where cos is near 1: the weights are computed from the logits minus
+    each row's largest, and match a float64 evaluation of the released formula."""
+    g = torch.Generator().manual_seed(6)
+    NC, D, C, h, w = 3, 8, 3, 6, 9
+    query = torch.randn(D, h, w, generator=g)
+    ctx = query + 0.05 * torch.randn(NC, D, h, w, generator=g)  # cos close to 1: exp(~100) = inf in float32
+    labels = torch.softmax(torch.randn(NC, C, h, w, generator=g) * 3, 1)
+    ours = propagate_frame(query, ctx, labels, topk=5, radius=2, temperature=temperature)
+    ref = dense_reference(query.double(), ctx.double(), labels.double(), window_mask((h, w), 2), True, 5, temperature)
+    assert torch.isfinite(ours).all()
+    assert (ours.double() - ref).abs().max() < 1e-5
+    assert torch.allclose(ours.sum(0), torch.ones(h, w), atol=1e-5)
+
+
+def test_non_finite_features_are_refused():
+    g = torch.Generator().manual_seed(7)
+    query, ctx = torch.randn(8, 4, 5, generator=g), torch.randn(2, 8, 4, 5, generator=g)
+    labels = torch.softmax(torch.randn(2, 3, 4, 5, generator=g), 1)
+    bad = query.clone()
+    bad[0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="query.*NaN or inf"):
+        propagate_frame(bad, ctx, labels, radius=2)
+    bad_ctx = ctx.clone()
+    bad_ctx[1, 2, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="context_feats.*NaN or inf"):
+        propagate_frame(query, bad_ctx, labels, radius=2)
+    feats = torch.randn(5, 8, 4, 5, generator=g)
+    feats[3, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        propagate(feats, labels[0], radius=2)
+
+
+def test_wrong_shapes_name_the_argument():
+    D, h, w, C = 8, 4, 5, 3
+    q, ctx, lab = torch.randn(D, h, w), torch.randn(2, D, h, w), torch.rand(2, C, h, w)
+    cases = [
+        (lambda: propagate_frame(q[0], ctx, lab), r"query.*\(D, h, w\)"),
+        (lambda: propagate_frame(q, ctx[:, :4], lab), r"context_feats.*\(NC, 8, 4, 5\)"),
+        (lambda: propagate_frame(q, ctx[0], lab), r"context_feats.*\(NC, 8, 4, 5\)"),
+        (lambda: propagate_frame(q, ctx, lab[:1]), r"context_labels.*\(2, C, 4, 5\)"),
+        (lambda: propagate_frame(q, ctx, lab[..., :3]), r"context_labels.*\(2, C, 4, 5\)"),
+        (lambda: propagate_frame(q, ctx[:0], lab[:0]), r"context_feats.*at least one"),
+        (lambda: propagate(torch.empty(0, D, h, w), lab[0]), r"features.*T = 0"),
+        (lambda: propagate([], lab[0]), r"features.*T = 0"),
+        (lambda: propagate(torch.randn(D, h, w), lab[0]), r"features.*\(T, D, h, w\)"),
+        (lambda: propagate(torch.randn(3, D, h, w), lab[0, :, :2]), r"first_labels.*\(C, 4, 5\)"),
+        (lambda: propagate(torch.randn(3, D, h, w), lab[0], new_labels={0: lab[0]}), r"new_labels.*frame 0"),
+        (lambda: propagate(torch.randn(3, D, h, w), lab[0], new_labels={3: lab[0]}), r"new_labels.*beyond"),
+        (lambda: propagate(torch.randn(3, D, h, w), lab[0], new_labels={1: lab[0, :2]}), r"new_labels.*\(3, 4, 5\)"),
+        (lambda: Propagator(q, lab[0]).step(torch.randn(D, h, w + 1)), r"feat.*\(8, 4, 5\)"),
+        (lambda: Propagator(q, lab[0]).step(q, lab[0, :1]), r"new_labels.*\(3, 4, 5\)"),
+        (lambda: Propagator(q, lab[0, :, :1]), r"first_labels.*\(C, 4, 5\)"),
+    ]
+    for call, match in cases:
+        with pytest.raises(ValueError, match=match):
+            call()
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(topk=0), "topk.*>= 1"), (dict(topk=2.5), "topk"), (dict(radius=-1), "radius.*>= 0"),
+    (dict(temperature=0.0), "temperature.*> 0"), (dict(temperature=float("nan")), "temperature"),
+    (dict(window="diamond"), "window"), (dict(window="circle", radius=0), "radius"),
+    (dict(num_context=-1), "num_context"),
+])
+def test_bad_parameters_name_the_argument(kw, match):
+    q, lab = torch.randn(8, 4, 5), torch.rand(3, 4, 5)
+    with pytest.raises(ValueError, match=match):
+        propagate(q.expand(3, -1, -1, -1), lab, **kw)
+    if "num_context" not in kw:
+        with pytest.raises(ValueError, match=match):
+            propagate_frame(q, q[None], lab[None], **kw)

@@ -1,6 +1,9 @@
 """Segmenting DAVIS and YouTube-VOS sequences with a (tiny) backbone and writing palette PNGs."""
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -168,3 +171,155 @@ def test_read_first_mask_accepts_hand_made_masks(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="bad.png"):
         read_first_mask(tmp_path / "bad.png")
+
+
+def _grey(arr, path):
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def test_greyscale_id_maps_are_ids_and_ambiguous_levels_are_refused(tmp_path):
+    import pytest
+
+    from inolib.segment import read_first_mask
+
+    ids = np.zeros((20, 30), np.uint16)
+    for k in range(1, 6):
+        ids[2 * k:2 * k + 2, 3 * k:3 * k + 3] = k
+    p16 = _grey(ids, tmp_path / "ids16.png")
+    assert Image.open(p16).mode.startswith("I")
+    assert np.array_equal(read_first_mask(p16), ids.astype(np.uint8))  # 16-bit ids 1..5 stay ids
+    small = _grey(ids.astype(np.uint8), tmp_path / "ids8.png")
+    assert Image.open(small).mode == "L"
+    assert np.array_equal(read_first_mask(small), ids.astype(np.uint8))  # 8-bit ids 1..5 (not thresholded away)
+    void = ids.astype(np.uint8).copy()
+    void[0, :4] = 255
+    assert np.array_equal(read_first_mask(_grey(void, tmp_path / "void.png")), void)  # 255 stays void
+    many = np.arange(1, 601, dtype=np.uint16).reshape(20, 30) % 300 + 1  # ids 1..300
+    with pytest.raises(ValueError, match=r"many.png.*ids up to 300.*8-bit"):
+        read_first_mask(_grey(many, tmp_path / "many.png"))
+    wide = np.zeros((20, 30), np.uint16)
+    wide[5:15, 5:20] = 65535
+    assert np.array_equal(read_first_mask(_grey(wide, tmp_path / "bw16.png")), (wide > 0).astype(np.uint8))
+    levels = np.zeros((20, 30), np.uint8)
+    levels[:10, :10], levels[10:, 10:20] = 100, 200
+    with pytest.raises(ValueError, match=r"levels.png.*ambiguous.*100, 200"):
+        read_first_mask(_grey(levels, tmp_path / "levels.png"))
+
+
+def _tiny_davis(root, num_frames=6, first=None):
+    from inolib.data import SyntheticVideo, write_davis_layout
+
+    video = make_synthetic_video(num_frames=num_frames, height=64, width=96, num_objects=2, late_objects=0, seed=1)
+    if first is not None:
+        masks = video.masks.clone()
+        masks[0] = first
+        video = SyntheticVideo(video.frames, masks, video.fps, video.name)
+    write_davis_layout(video, root)
+    return video
+
+
+@pytest.mark.parametrize("value", [0, 255])
+def test_a_davis_sequence_without_objects_is_refused_like_a_video(tmp_path, value):
+    import pytest
+
+    _tiny_davis(tmp_path / "DAVIS", first=torch.full((64, 96), value, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"00000.png.*holds no object"):
+        segment_davis(vit(), tmp_path / "DAVIS", tmp_path / "out", SMALL, progress=False)
+    assert not list((tmp_path / "out").rglob("*.png"))
+
+
+def test_pngs_are_written_atomically_and_resume_checks_the_last_one(tmp_path, monkeypatch):
+    import warnings
+
+    import pytest
+
+    _tiny_davis(tmp_path / "DAVIS")
+    out = tmp_path / "out"
+    real_save = Image.Image.save
+    calls = []
+
+    def crash_on_third(self, fp, *a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            fp.write(b"\x89PNG half")  # a partial write, then the process dies
+            raise KeyboardInterrupt
+        return real_save(self, fp, *a, **kw)
+
+    monkeypatch.setattr(Image.Image, "save", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        segment_davis(vit(), tmp_path / "DAVIS", out, SMALL, progress=False)
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    names = sorted(p.name for p in (out / "synthetic").iterdir())
+    assert names == ["00000.png", "00001.png"]  # no partial 00002.png, no temporary file left
+    assert segment_davis(vit(), tmp_path / "DAVIS", out, SMALL, resume=True, progress=False) == ["synthetic"]
+    last = out / "synthetic" / "00005.png"
+    last.write_bytes(last.read_bytes()[:100])  # truncated by something else (a full disk, an older writer)
+    with pytest.warns(UserWarning, match="00005.png.*again"):
+        assert segment_davis(vit(), tmp_path / "DAVIS", out, SMALL, resume=True, progress=False) == ["synthetic"]
+    assert Image.open(last).size == (96, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert segment_davis(vit(), tmp_path / "DAVIS", out, SMALL, resume=True, progress=False) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc (VmHWM)")
+def test_ino_propagate_memory_does_not_grow_with_the_video_length(tmp_path):
+    """50, then 300 frames of a 160x120 video through `ino propagate --video` in a fresh process: the peak resident
+    memory of each run must be the same (keeping every mask and every GIF frame, as before, added about 30 MB)."""
+    import os
+    import subprocess
+    import sys
+
+    import inolib
+    from inolib.data import SyntheticVideo, write_video_file
+
+    clip = make_synthetic_video(num_frames=60, height=120, width=160, num_objects=2, late_objects=0, seed=2)
+    loop = SyntheticVideo(clip.frames.repeat(5, 1, 1, 1), clip.masks.repeat(5, 1, 1), clip.fps, "long")  # 300
+    write_video_file(loop, tmp_path / "long.avi")
+    write_video_file(SyntheticVideo(clip.frames[:50], clip.masks[:50], clip.fps, "short"), tmp_path / "short.avi")
+    write_ids_png(tmp_path / "first.png", clip.masks[0])
+    # one process (the imports once), two runs: before each the high-water mark of resident memory is reset
+    # (clear_refs 5) and after it VmHWM is read back (getrusage's ru_maxrss would carry the parent's size over)
+    code = """
+import sys, decord, inolib.cli, inolib.segment, inolib.viz, inolib.model, inolib.checkpoint
+def run(name):
+    open('/proc/self/clear_refs', 'w').write('5')
+    rc = inolib.cli.main(['propagate', '--checkpoint', 'random', '--preset', 'smoke', '--video', f'{name}.avi',
+                          '--first-mask', 'first.png', '--out', 'out', '--propagation.short_side', '32',
+                          '--propagation.num_context', '3'])
+    assert rc == 0, rc
+    return int([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])
+print('PEAKS_KB', run('short'), run('long'))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env=dict(os.environ, OMP_NUM_THREADS="1",
+                                PYTHONPATH=os.pathsep.join([str(Path(inolib.__file__).parents[1]),
+                                                            os.environ.get("PYTHONPATH", "")])))
+    assert r.returncode == 0, r.stderr
+    peaks = dict(zip(("short", "long"), map(int, r.stdout.split("PEAKS_KB")[-1].split())))
+    for name, frames in (("short", 50), ("long", 300)):
+        assert len(list((tmp_path / "out" / name).glob("*.png"))) == frames
+        with Image.open(tmp_path / "out" / f"{name}_overlay.gif") as gif:
+            assert gif.n_frames == frames and gif.size == (160, 120)
+    growth = peaks["long"] - peaks["short"]
+    assert growth < 8_000, f"peak RSS {peaks['short']} kB for 50 frames, {peaks['long']} kB for 300"
+
+
+def test_small_temperature_and_nan_features_through_segmentation(tmp_path):
+    import pytest
+
+    from inolib.data import read_davis_sequence
+
+    _tiny_davis(tmp_path / "DAVIS")
+    seq = read_davis_sequence(tmp_path / "DAVIS", "synthetic")
+    cold = C.PropagationConfig(short_side=64, feature_block=2, radius=6, temperature=0.01)
+    ids = segment_sequence(vit(), seq, cold)
+    # exp(cos / 0.01) overflowed: frames 2.. came out all background (10, 0, 0, 0, 0 object pixels); now
+    # 212, 232, 244, 232, 276, as at temperature 0.02 (197, 214, 219, 185, 249; ground truth 310 to 350)
+    assert all(int((ids[t] > 0).sum()) > 100 for t in range(1, seq.num_frames))
+    broken = vit()
+    with torch.no_grad():
+        broken.norm.weight[0] = float("nan")  # a checkpoint with a NaN weight
+    with pytest.raises(ValueError, match="synthetic, frame 1.*NaN or inf"):
+        segment_sequence(broken, seq, SMALL)

@@ -23,10 +23,11 @@ from importlib import metadata
 from . import config as C
 
 
-def add_config_args(parser: argparse.ArgumentParser, default_preset: str) -> None:
+def add_config_args(parser: argparse.ArgumentParser, default_preset: str | None,
+                    preset_help: str | None = None) -> None:
     """Add ``--preset`` and one ``--section.field`` flag per leaf field of :class:`INOConfig`."""
     parser.add_argument("--preset", default=default_preset, choices=sorted(C.PRESETS),
-                        help=f"starting configuration (default {default_preset})")
+                        help=preset_help or f"starting configuration (default {default_preset})")
     group = parser.add_argument_group("config overrides (defaults shown are the charades preset's)")
     for name, tp, default in C.iter_fields():
         if name == "name":
@@ -37,10 +38,25 @@ def add_config_args(parser: argparse.ArgumentParser, default_preset: str) -> Non
                            help=f"default {shown}")
 
 
-def config_from_args(args: argparse.Namespace) -> C.INOConfig:
-    """The preset named by ``--preset`` with every given ``--section.field`` applied."""
+def config_from_args(args: argparse.Namespace, base: C.INOConfig | None = None) -> C.INOConfig:
+    """``base`` (default: the preset named by ``--preset``, charades if none) with every given ``--section.field``
+    applied."""
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
-    return C.override(C.get_preset(args.preset), overrides)
+    return C.override(base if base is not None else C.get_preset(args.preset or "charades"), overrides)
+
+
+def _checkpoint_config(path: str, trust: bool = False) -> C.INOConfig | None:
+    """The configuration an inolib checkpoint was trained with (None for other formats or unreadable files:
+    loading the weights reports those)."""
+    from .checkpoint import FORMAT, read_checkpoint
+
+    try:
+        obj = read_checkpoint(path, trust=trust)
+    except (OSError, ValueError):
+        return None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT and isinstance(obj.get("config"), dict):
+        return C.INOConfig.from_dict(obj["config"])
+    return None
 
 
 def _version(dist: str) -> str:
@@ -179,7 +195,10 @@ def cmd_propagate(args: argparse.Namespace) -> int:
     from .segment import (VideoSequence, check_propagation_config, iter_segment_sequence, segment_davis,
                           write_ids_png, write_overlay_gif, write_sequence)
 
-    cfg = config_from_args(args)
+    base = None
+    if args.preset is None and args.checkpoint != "random":  # an inolib checkpoint brings its own settings
+        base = _checkpoint_config(args.checkpoint, getattr(args, "trust_checkpoint", False))
+    cfg = config_from_args(args, base)
     sources = [x for x in (args.davis, args.ytvos, args.video) if x]
     if len(sources) != 1:
         raise ValueError("give exactly one of --davis ROOT, --ytvos ROOT or --video FILE")
@@ -340,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("propagate", help="segment DAVIS, YouTube-VOS or your own video by label propagation")
-    add_config_args(p, "charades")
+    add_config_args(p, None, "starting configuration (default: the settings an inolib checkpoint was trained "
+                             "with, e.g. the tiny preset's for data/checkpoints/ino_tiny.pth; otherwise charades)")
     p.add_argument("--checkpoint", required=True, help="checkpoint file (ours, released INO, DINO, timm) or 'random'")
     p.add_argument("--network", default=None, help="network in the checkpoint: student or teacher (default: the format's)")
     p.add_argument("--trust-checkpoint", action="store_true",

@@ -193,3 +193,27 @@ def test_empty_or_folder_checkpoint_is_a_clear_error(tmp_path, capsys):
         args[2] = str(tmp_path / ckpt)
         assert main(args) == 2
         assert match in capsys.readouterr().err
+
+
+def test_propagate_takes_an_inolib_checkpoint_s_own_settings(tmp_path, data_dir, capsys):
+    """Without --preset, a tiny checkpoint propagates with the tiny preset's settings (block 4 of 6, short side
+    240), not the paper's block 7 of a 12-block ViT; --preset and --propagation.* still override."""
+    from inolib import config as C
+    from inolib.cli import main
+    from inolib.data.synthetic import make_synthetic_video, write_davis_layout
+    from inolib.train import Trainer
+
+    tr = Trainer(C.override(C.smoke(), {"propagation.short_side": "64", "propagation.feature_block": "1"}),
+                 [data_dir / "videos"], tmp_path / "run", progress=False, tensorboard=False, max_steps=1)
+    tr.fit()
+    davis = tmp_path / "davis"
+    write_davis_layout(make_synthetic_video(5, 64, 96, 1, 0, seed=30_001, name="s"), davis)
+    ck = str(tmp_path / "run/checkpoint.pth")
+    assert main(["propagate", "--checkpoint", ck, "--davis", str(davis), "--out", str(tmp_path / "o")]) == 0
+    assert "block 1," in capsys.readouterr().out
+    assert main(["propagate", "--checkpoint", ck, "--davis", str(davis), "--out", str(tmp_path / "o2"),
+                 "--propagation.feature_block", "2"]) == 0
+    assert "block 2," in capsys.readouterr().out
+    assert main(["propagate", "--checkpoint", ck, "--davis", str(davis), "--out", str(tmp_path / "o3"),
+                 "--preset", "charades"]) == 2  # charades: block 7, the 2-block smoke ViT has none
+    assert "block" in capsys.readouterr().err

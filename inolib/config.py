@@ -163,8 +163,8 @@ class SyntheticConfig:
     height: int = 192  # BENCHMARKS.md
     width: int = 256  # BENCHMARKS.md
     num_objects: int = 4  # BENCHMARKS.md
-    fps: float = 24.0  # a typical camera rate; resampled to crops.fps in training
-    seed: int = 0  # video i uses seed + i; held-out videos for evaluation use seeds >= 10_000
+    fps: float = 24.0  # the DAVIS frame rate; resampled to crops.fps (8) in training as every video, ref §4
+    seed: int = 0  # video i uses seed + i; seeds >= 10_000 are held out for evaluation (BENCHMARKS.md)
 
 
 @dataclass

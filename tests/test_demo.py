@@ -33,11 +33,15 @@ def test_ino_demo_command(data_dir):
     assert "in aff" in r.stdout and "L_INO" in r.stdout
 
 
-def test_ino_demo_missing_data_is_a_clear_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "inolib", "demo", "--tour", "--preset", "smoke", "--data", str(tmp_path)],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2
-    assert "not found" in r.stderr and str(tmp_path) in r.stderr
+def test_ino_demo_missing_data_is_a_clear_error(tmp_path, capsys):
+    from inolib.cli import main
+
+    assert main(["demo", "--tour", "--preset", "smoke", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and str(tmp_path) in err
+    assert main(["demo", "--data", str(tmp_path), "--out", str(tmp_path / "out")]) == 2  # the end-to-end demo too
+    err = capsys.readouterr().err
+    assert "not found" in err and str(tmp_path) in err
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from inolib import config as C
 from inolib.baselines import PixelFeatures
 from inolib.checkpoint import load_backbone, read_checkpoint
 from inolib.data.synthetic import write_held_out_davis
-from inolib.evaluate import _global_results, db_statistics, evaluate_sequence
+from inolib.evaluate import _global_results, evaluate_sequence, object_statistics
 from inolib.model import build_backbone
 from inolib.validation import davis_jf, load_davis_for_validation
 
@@ -39,9 +39,7 @@ def copy_first(sequences) -> float:
         first = gt[:1].expand_as(gt).clone()
         first[first == 255] = 0
         for k, s in evaluate_sequence(first, gt, max(seq.object_ids, default=0), seq.name).items():
-            jm, jr, jd = db_statistics(s["J"])
-            fm, fr, fd = db_statistics(s["F"])
-            objects[f"{seq.name}_{k}"] = dict(J_mean=jm, J_recall=jr, J_decay=jd, F_mean=fm, F_recall=fr, F_decay=fd)
+            objects[f"{seq.name}_{k}"] = object_statistics(s)
     return _global_results(objects)["J&F-Mean"]
 
 

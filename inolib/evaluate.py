@@ -429,6 +429,14 @@ def read_results(results_dir: str | Path, seq: VOSSequence, frames: Iterable[int
     return torch.stack(out)
 
 
+def object_statistics(scores: dict[str, np.ndarray]) -> dict[str, float]:
+    """``{"J_mean", "J_recall", "J_decay", "F_mean", "F_recall", "F_decay"}`` of one object's per-frame
+    ``{"J": (T,), "F": (T,)}`` (an entry of :func:`evaluate_sequence`), by :func:`db_statistics`."""
+    jm, jr, jd = db_statistics(scores["J"])
+    fm, fr, fd = db_statistics(scores["F"])
+    return {"J_mean": jm, "J_recall": jr, "J_decay": jd, "F_mean": fm, "F_recall": fr, "F_decay": fd}
+
+
 def _global_results(objects: dict[str, dict]) -> dict[str, float]:
     """The global row: means over all objects of the per-object statistics (official evaluation_method.py)."""
     if not objects:
@@ -476,12 +484,8 @@ def evaluate_davis(davis_root: str | Path, results_dir: str | Path, split: str =
         num_objects = max(seq.object_ids, default=0)
         scores = _score_objects(pred, gt, num_objects, name, stems, bound_th, exclude_void)
         for k, s in scores.items():
-            jm, jr, jd = db_statistics(s["J"])
-            fm, fr, fd = db_statistics(s["F"])
             objects[f"{name}_{k}"] = {"sequence": name, "object_id": k, "frame_ids": stems,
-                                      "J_per_frame": s["J"], "F_per_frame": s["F"],
-                                      "J_mean": jm, "J_recall": jr, "J_decay": jd,
-                                      "F_mean": fm, "F_recall": fr, "F_decay": fd}
+                                      "J_per_frame": s["J"], "F_per_frame": s["F"], **object_statistics(s)}
     return {"split": split, "objects": objects, "global": _global_results(objects)}
 
 

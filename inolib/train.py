@@ -319,7 +319,7 @@ class Trainer:
     def _synthetic_sources(self, sources) -> list:
         """``sources`` with each ``"synthetic:N"`` replaced by N seeded synthetic videos written (once, by the
         main process) into ``OUT/synthetic``."""
-        from .data.synthetic import parse_synthetic_source, write_training_videos
+        from .data.synthetic import parse_synthetic_source, training_video_paths, write_training_videos
 
         items = list(sources) if isinstance(sources, (list, tuple)) else [sources]
         out = []
@@ -332,7 +332,7 @@ class Trainer:
                 paths = write_training_videos(self.out / "synthetic", n, self.cfg.synthetic)
             barrier()
             if not self.dist.is_main:
-                paths = [self.out / "synthetic" / f"synthetic_{self.cfg.synthetic.seed + i:04d}.avi" for i in range(n)]
+                paths = training_video_paths(self.out / "synthetic", n, self.cfg.synthetic)
             out.extend(paths)
         return out
 
@@ -466,21 +466,14 @@ class Trainer:
         finally:
             self.close()
 
-    def _agreed(self, flag: bool) -> bool:
-        """True if ``flag`` is true on any process (one all-reduce in DDP, none in a single process)."""
+    def _max_over_processes(self, value: float) -> float:
+        """The largest ``value`` of any process (one all-reduce in DDP, none in a single process), so every
+        process takes the same decision (stop on a signal, stop when the time budget is spent)."""
         if not self.dist.distributed:
-            return flag
-        t = torch.tensor([float(flag)], device=self.device)
+            return value
+        t = torch.tensor([float(value)], device=self.device)
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        return bool(t.item())
-
-    def _stop_requested(self, stop: StopRequests) -> int:
-        """The signal that asks to stop (0 if none), agreed by every process (one all-reduce in DDP)."""
-        if not self.dist.distributed:
-            return stop.signum or 0
-        flag = torch.tensor([float(stop.signum or 0)], device=self.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return int(flag.item())
+        return float(t.item())
 
     def _fit(self, stop: StopRequests) -> dict:
         cfg, o = self.cfg, self.cfg.optim
@@ -534,7 +527,8 @@ class Trainer:
                 self.step += 1
                 seen += g.shape[0]
                 bar.update(1)
-                if self.max_seconds is not None and self._agreed(time.perf_counter() - started >= self.max_seconds):
+                if self.max_seconds is not None and self._max_over_processes(
+                        time.perf_counter() - started >= self.max_seconds):
                     end = self.step  # the time budget is spent: this step is the last (logged, evaluated, saved)
                 if self.step % self.log_every == 0 or self.step == end:
                     vals = all_reduce_mean({k: float(v) for k, v in terms.items()}, self.device)
@@ -552,7 +546,7 @@ class Trainer:
                     bar.set_postfix(self._postfix)
                 if self.step % self.save_every == 0 and self.step % self.steps_per_epoch:
                     self.save(self.out / "checkpoint.pth")
-                signum = self._stop_requested(stop)
+                signum = int(self._max_over_processes(stop.signum or 0))  # the same on every process
                 if signum:
                     bar.close()
                     path = self.save(self.out / "checkpoint.pth")

@@ -18,7 +18,7 @@ import torch
 
 from .config import PropagationConfig
 from .data.vos import list_davis_sequences, read_davis_sequence
-from .evaluate import _global_results, db_statistics, evaluate_sequence
+from .evaluate import _global_results, evaluate_sequence, object_statistics
 from .model import INOViT
 from .segment import segment_sequence
 
@@ -59,11 +59,8 @@ def davis_jf(vit: INOViT, sequences, cfg: PropagationConfig, device: str | torch
             scores = evaluate_sequence(pred, seq.load_masks(), max(seq.object_ids, default=0), seq.name)
             rows = []
             for k, s in scores.items():
-                jm, jr, jd = db_statistics(s["J"])
-                fm, fr, fd = db_statistics(s["F"])
-                objects[f"{seq.name}_{k}"] = {"J_mean": jm, "J_recall": jr, "J_decay": jd,
-                                              "F_mean": fm, "F_recall": fr, "F_decay": fd}
-                rows.append((jm + fm) / 2)
+                row = objects[f"{seq.name}_{k}"] = object_statistics(s)
+                rows.append((row["J_mean"] + row["F_mean"]) / 2)
             per_sequence[seq.name] = float(np.mean(rows)) if rows else float("nan")
     finally:
         vit.train(was_training)

@@ -416,6 +416,11 @@ def parse_synthetic_source(source) -> int | None:
     return n
 
 
+def training_video_paths(folder: str | Path, count: int, cfg) -> list[Path]:
+    """Where :func:`write_training_videos` puts ``count`` videos of ``cfg`` (``synthetic_<seed>.avi``)."""
+    return [Path(folder) / f"synthetic_{cfg.seed + i:04d}.avi" for i in range(count)]
+
+
 def write_training_videos(folder: str | Path, count: int, cfg) -> list[Path]:
     """Write ``count`` seeded synthetic training videos (:class:`inolib.config.SyntheticConfig` ``cfg``) into
     ``folder`` as ``synthetic_<seed>.avi`` and return their paths.
@@ -442,17 +447,14 @@ def write_training_videos(folder: str | Path, count: int, cfg) -> list[Path]:
         tmp = settings.with_name(settings.name + ".tmp")
         tmp.write_text(json.dumps(want))
         tmp.replace(settings)
-    paths = []
-    for i in range(count):
-        seed = cfg.seed + i
-        path = folder / f"synthetic_{seed:04d}.avi"
+    paths = training_video_paths(folder, count, cfg)
+    for seed, path in enumerate(paths, start=cfg.seed):
         if not path.is_file():
             video = make_synthetic_video(cfg.num_frames, cfg.height, cfg.width, cfg.num_objects, late_objects=0,
                                          seed=seed, fps=cfg.fps, name=path.stem)
             tmp = path.with_name(path.stem + ".tmp.avi")
             write_video_file(video, tmp)
             tmp.replace(path)
-        paths.append(path)
     return paths
 
 

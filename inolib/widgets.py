@@ -1,7 +1,7 @@
 """Interactive explorers for the course (the only module that imports ipywidgets).
 
 Each explorer is an ``ipywidgets.VBox`` of core widgets (sliders with ``continuous_update=False``,
-toggles) above an ``Output`` that is redrawn with ``clear_output(wait=True)``. ``explorer.render()``
+toggles) above an ``Output`` whose content is replaced in one step by each redraw. ``explorer.render()``
 returns the current ``Figure`` (also kept as ``explorer.figure``), so tests drive explorers without a
 browser by setting widget values.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipywidgets as W
 import torch
-from IPython.display import display
 
 from . import viz
 from .config import MaskConfig
@@ -35,10 +34,22 @@ class Explorer(W.VBox):
 
     def render(self):
         self.figure = self.draw()
-        with self.out:
-            self.out.clear_output(wait=True)
-            display(self.figure)
+        self.out.outputs = (_display_data(self.figure),)
         return self.figure
+
+
+def _display_data(obj) -> dict:
+    """``obj`` as one Jupyter ``display_data`` output (the image a notebook shows for a Figure).
+
+    Explorers set ``Output.outputs`` to this instead of displaying inside ``with output:`` after
+    ``clear_output``: the same picture for a person, and headless runners (nbclient: papermill, nbconvert) do not
+    stall, as they do on a figure displayed into an ``Output`` widget that was just cleared (each such cell
+    waited out the whole cell timeout).
+    """
+    from IPython.core.interactiveshell import InteractiveShell
+
+    data, metadata = InteractiveShell.instance().display_formatter.format(obj)
+    return {"output_type": "display_data", "data": data, "metadata": metadata}
 
 
 def _slider(desc: str, lo, hi, value, step=1, float_=False):

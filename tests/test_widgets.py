@@ -116,3 +116,48 @@ def test_choice_builds_each_option_once_and_shows_the_chosen_one():
     assert calls == ["shipped", "random init"] and c.box.children[0].value == "shipped"
     with pytest.raises(ValueError):
         widgets.Choice({})
+
+
+def test_explorer_output_holds_one_figure_per_render():
+    """Each redraw replaces the Output's content with the one current figure (not appended, not cleared later)."""
+    img = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+    ex = widgets.MaskExplorer(img, 8)
+    ex.ratio.value = 0.5
+    ex.mode.value = "block"
+    assert len(ex.out.outputs) == 1
+    assert ex.out.outputs[0]["output_type"] == "display_data" and "text/plain" in ex.out.outputs[0]["data"]
+
+
+def test_a_lesson_with_an_explorer_runs_headless_without_stalling(tmp_path):
+    """nbclient (what papermill and nbconvert --execute use) ran lesson 00 with a stall after its explorer cell:
+    a figure displayed into a just-cleared Output widget left the runner waiting out each cell's whole timeout.
+    Now no gap between cells comes near the timeout, and the explorer's Output holds its PNG."""
+    import datetime as dt
+    import os
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    lesson = Path(__file__).resolve().parents[1] / "notebooks" / "00_setup_and_data.ipynb"
+    nb = nbformat.read(lesson, as_version=4)
+    timeout = 40
+    env_smoke = os.environ.get("INOLIB_SMOKE")
+    os.environ["INOLIB_SMOKE"] = "1"  # the kernel inherits it
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(lesson.parent)}}).execute()
+    finally:
+        if env_smoke is None:
+            os.environ.pop("INOLIB_SMOKE")
+        else:
+            os.environ["INOLIB_SMOKE"] = env_smoke
+    when = lambda s: dt.datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731
+    runs = [c.metadata["execution"] for c in nb.cells if c.cell_type == "code" and "execution" in c.metadata]
+    assert len(runs) == sum(c.cell_type == "code" for c in nb.cells)
+    gaps = [(when(b["iopub.status.busy"]) - when(a["shell.execute_reply"])).total_seconds()
+            for a, b in zip(runs, runs[1:])]
+    assert max(gaps) < timeout / 4, f"a gap of {max(gaps):.1f} s between cells (the cell timeout is {timeout} s)"
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    outputs = [o for m in state.values() if m["model_name"] == "OutputModel" for o in m["state"].get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs)

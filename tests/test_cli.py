@@ -28,6 +28,18 @@ def test_bad_value_is_a_clear_error(capsys):
     assert "optim.epochs" in err and "expected int" in err
 
 
+def test_each_command_shows_only_the_flags_it_uses():
+    from inolib.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices
+    flags = lambda cmd: {o for a in sub[cmd]._actions for o in a.option_strings}  # noqa: E731
+    prop, ev, train = flags("propagate"), flags("evaluate"), flags("train")
+    assert {"--propagation.topk", "--model.embed_dim", "--checkpoint"} <= prop
+    assert not any(f.split(".")[0] in ("--crops", "--loss", "--optim", "--masking", "--synthetic") for f in prop)
+    assert not any("." in f for f in ev)
+    assert {"--loss.teacher_temp", "--optim.epochs", "--propagation.short_side", "--synthetic.seed"} <= train
+
+
 def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "inolib", "config", "--preset", "tiny"],
                        capture_output=True, text=True, timeout=120)

@@ -48,3 +48,19 @@ def test_frame_folder_and_multicrop_shapes(data_dir):
     assert g.dtype == torch.float32 and -3 < g.mean() < 3
     with pytest.raises(ValueError, match="uint8"):
         MultiCrop(cfg)(frames.float())
+
+
+def test_ffmpeg_does_not_flood_the_terminal_on_a_damaged_file(tmp_path, data_dir, capfd):
+    """ffmpeg printed a line per damaged packet ("[h264 @ 0x...] error while decoding MB ..."); now only our one
+    error naming the file is shown."""
+    arm = bytearray((data_dir / ARM).read_bytes())
+    g = torch.Generator().manual_seed(0)
+    n = len(arm) // 3
+    arm[n:n + 20_000] = bytes(torch.randint(0, 256, (20_000,), generator=g, dtype=torch.uint8).tolist())
+    bad = tmp_path / "damaged.mp4"
+    bad.write_bytes(bytes(arm))
+    capfd.readouterr()
+    with pytest.raises(ValueError, match="damaged.mp4"):
+        read_clip(bad, num_frames=8, fps=8.0, start=24)
+    err = capfd.readouterr().err
+    assert "@ 0x" not in err and "error while decoding" not in err, err[:500]

@@ -55,12 +55,22 @@ class VideoInfo:
         return len(resample_indices(self.num_frames, self.fps, target_fps))
 
 
+_QUIETED = []  # whether ffmpeg's own log was turned down (once per process)
+
+
 def _import_decord():
     try:
         import decord
     except ImportError as e:  # decord has no wheel for some platforms (ref user_pitfalls)
-        raise ImportError("reading videos needs decord (pip install decord; x86_64 only). "
+        raise ImportError("reading videos needs decord (pip install decord2, the maintained fork with wheels for "
+                          "Linux, macOS arm64 and Windows; it imports as decord). "
                           "DAVIS-style JPEG folders work without it.") from e
+    if not _QUIETED:
+        # ffmpeg prints every damaged packet of a broken file ("[h264 @ 0x...] error while decoding MB ...",
+        # dozens of lines); inolib reports each broken file once, naming it. Only fatal messages stay. After
+        # the first read, decord.logging.set_level(decord.logging.ERROR) brings the raw messages back.
+        decord.logging.set_level(decord.logging.FATAL)
+        _QUIETED.append(True)
     return decord
 
 

@@ -3,6 +3,7 @@
 :class:`PixelFeatures` stands in for a backbone anywhere one is accepted (``segment_sequence``,
 ``inolib.validation.davis_jf``): the feature of a patch is its own normalised pixels. Propagating labels with it
 measures how far colour alone carries the masks; a model that learned must do better.
+:func:`copy_first_mask` is the tracker that never moves: every frame gets the first frame's mask.
 """
 
 from __future__ import annotations
@@ -40,3 +41,16 @@ class PixelFeatures(nn.Module):
         if H % p or W % p:
             raise ValueError(f"images {H}x{W} are not a multiple of the patch size {p}")
         return F.unfold(images.float(), kernel_size=p, stride=p).view(B, 3 * p * p, H // p, W // p)
+
+
+def copy_first_mask(first_mask: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """The first frame's ids (H, W) repeated for ``num_frames`` frames: (T, H, W), void (255) as background.
+
+    The baseline every tracker must beat: on slow videos it scores well, since nothing moves far.
+    """
+    if not isinstance(first_mask, torch.Tensor) or first_mask.dim() != 2:
+        raise ValueError(f"first_mask must be an (H, W) id map, got {getattr(first_mask, 'shape', type(first_mask))}")
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"num_frames must be a whole number >= 1, got {num_frames!r}")
+    m = torch.where(first_mask == 255, torch.zeros_like(first_mask), first_mask)
+    return m[None].expand(num_frames, -1, -1).clone()

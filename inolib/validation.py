@@ -65,3 +65,41 @@ def davis_jf(vit: INOViT, sequences, cfg: PropagationConfig, device: str | torch
     finally:
         vit.train(was_training)
     return {**_global_results(objects), "sequences": per_sequence}
+
+
+@torch.no_grad()
+def compare_on_sequence(networks: dict, seq, cfg: PropagationConfig, device: str | torch.device = "cpu",
+                        copy_baseline: bool = True) -> dict:
+    """Propagate one sequence's first mask with each network and score every result against its ground truth.
+
+    Args:
+        networks: {name: backbone} (INOViT, or a baseline such as ``PixelFeatures``).
+        seq: a fully annotated :class:`inolib.data.vos.VOSSequence` with at least 3 frames (``seq.head(n)`` for
+            fewer frames).
+        copy_baseline: also score "copy frame 0" (:func:`inolib.baselines.copy_first_mask`).
+    Returns ``{name: {"ids": uint8 (T, H, W), "J": float (T,) per-frame J (mean over objects, frame 0
+    included), "J&F": the sequence's J&F-Mean (official: frames 1..T-2, mean over objects)}}`` plus
+    ``"ground truth"`` with its ids.
+    """
+    from .baselines import copy_first_mask
+    from .evaluate import jaccard
+
+    if not isinstance(networks, dict) or not networks:
+        raise ValueError("networks must be a non-empty dict {name: backbone}")
+    gt = seq.load_masks()
+    if gt.shape[0] < 3:
+        raise ValueError(f"sequence {seq.name}: {gt.shape[0]} frames; J&F needs at least 3")
+    objects = list(seq.object_ids)
+    results = {name: segment_sequence(net, seq, cfg, device) for name, net in networks.items()}
+    if copy_baseline:
+        results["copy frame 0"] = copy_first_mask(gt[0], gt.shape[0])
+    out = {}
+    for name, ids in results.items():
+        per_frame = torch.stack([torch.as_tensor(jaccard(ids == o, gt == o), dtype=torch.float64)
+                                 for o in objects]).mean(0)
+        scores = evaluate_sequence(ids, gt, max(objects, default=0), seq.name)
+        rows = [object_statistics(s) for s in scores.values()]
+        out[name] = {"ids": ids.to(torch.uint8), "J": per_frame,
+                     "J&F": float(np.mean([(r["J_mean"] + r["F_mean"]) / 2 for r in rows]))}
+    out["ground truth"] = {"ids": torch.where(gt == 255, torch.zeros_like(gt), gt)}
+    return out

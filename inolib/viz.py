@@ -271,3 +271,115 @@ def show_propagation_step(frame: torch.Tensor, pred: torch.Tensor, grid: tuple[i
         a.set_ylabel("J (IoU)")
         a.set_ylim(0, 1.02)
     return _done(fig)
+
+
+def plot_ino_overview(clip_len: int = 4) -> Figure:
+    """The data flow of one INO training step (the paper's Fig. 2 redrawn): a clip of ``clip_len`` frames ->
+    per-frame global and local crops -> student (masked globals + locals) and EMA teacher (intact globals) ->
+    class and patch tokens -> the four losses. A diagram: no data, no axes."""
+    if not isinstance(clip_len, int) or clip_len < 2 or clip_len % 2:
+        raise ValueError(f"clip_len must be an even whole number >= 2 (frames pair as (n, L/2+n)), got {clip_len!r}")
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    fig, ax = plt.subplots(figsize=(12, 6.2))
+    ax.set_xlim(0, 12)
+    ax.set_ylim(0, 6.4)
+    ax.axis("off")
+
+    def box(x, y, w, h, text, colour, size=9, weight="normal"):
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.04,rounding_size=0.12", fc=colour,
+                                    ec="0.25", lw=1.0))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=size, weight=weight, wrap=True)
+
+    def arrow(x0, y0, x1, y1, text="", colour="0.2", style="-|>", ls="-", rad=0.0):
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle=style, mutation_scale=12, color=colour, lw=1.3,
+                                     ls=ls, connectionstyle=f"arc3,rad={rad}"))
+        if text:
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.12, text, ha="center", va="bottom", fontsize=8, color=colour)
+
+    # the clip
+    ax.text(0.9, 6.1, f"a clip of L = {clip_len}\nframes (8 fps)", ha="center", fontsize=9, weight="bold")
+    for t in range(clip_len):
+        y = 5.4 - t * 1.05
+        box(0.25, y, 1.3, 0.8, f"frame {t + 1}", "#dde8f5")
+        arrow(1.6, y + 0.4, 2.25, y + 0.4)
+    # crops
+    ax.text(3.05, 6.1, "crops of\neach frame", ha="center", fontsize=9, weight="bold")
+    for t in range(clip_len):
+        y = 5.4 - t * 1.05
+        box(2.3, y + 0.38, 1.5, 0.42, "global (masked\nfor the student)", "#fbe3c8", size=7)
+        box(2.3, y - 0.02, 1.5, 0.34, "local crops", "#fff4c2", size=7)
+    # networks
+    box(4.6, 3.75, 1.7, 1.25, "student ViT\n+ head\n(gradients)", "#cfe8cf", size=9, weight="bold")
+    box(4.6, 1.2, 1.7, 1.25, "teacher ViT\n+ head\n(EMA of the student)", "#e6d5ef", size=9, weight="bold")
+    arrow(3.85, 4.3, 4.55, 4.35)
+    ax.text(4.2, 5.1, "masked globals\n+ locals", ha="center", fontsize=8, color="0.2")
+    arrow(3.85, 2.0, 4.55, 1.85, "intact globals")
+    arrow(5.2, 3.7, 5.2, 2.5, "EMA", colour="#7a4a9a", ls="--")
+    # tokens
+    box(6.9, 4.55, 1.6, 0.55, "class tokens", "#f2f2f2", size=8)
+    box(6.9, 3.75, 1.6, 0.55, "patch tokens", "#f2f2f2", size=8)
+    box(6.9, 2.0, 1.6, 0.55, "class tokens", "#f2f2f2", size=8)
+    box(6.9, 1.2, 1.6, 0.55, "patch tokens", "#f2f2f2", size=8)
+    for y in (4.82, 4.02):
+        arrow(6.35, 4.4, 6.85, y)
+    for y in (2.27, 1.47):
+        arrow(6.35, 1.85, 6.85, y)
+    # losses
+    ax.text(10.5, 6.15, "the four generative losses", ha="center", fontsize=9, weight="bold")
+    losses = [
+        (5.05, "out g2g (Eq. 1)", f"teacher class token of frame n\n-> student's of frame L/2+n", "#ffd9d9"),
+        (3.85, "out l2g (Eq. 2)", "teacher global class token\n-> student's local crops", "#ffd9d9"),
+        (2.45, "in MIM (Eq. 3)", "teacher patch tokens\n-> student's masked ones", "#d9e6ff"),
+        (1.05, "in aff (Eq. 4-5)", "teacher affinity of frames t, t+1\n-> student's affinity", "#d9e6ff"),
+    ]
+    for y, name, what, colour in losses:
+        box(9.1, y, 2.8, 0.95, f"{name}\n{what}", colour, size=7.5)
+    arrow(8.55, 4.82, 9.05, 5.5, colour="#b03030")
+    arrow(8.55, 4.82, 9.05, 4.3, colour="#b03030")
+    arrow(8.55, 2.27, 9.05, 5.3, colour="#b03030", ls="--")
+    arrow(8.55, 2.27, 9.05, 4.15, colour="#b03030", ls="--")
+    arrow(8.55, 4.02, 9.05, 2.95, colour="#3050b0")
+    arrow(8.55, 4.02, 9.05, 1.55, colour="#3050b0")
+    arrow(8.55, 1.47, 9.05, 2.8, colour="#3050b0", ls="--")
+    arrow(8.55, 1.47, 9.05, 1.4, colour="#3050b0", ls="--")
+    ax.text(6.0, 0.25, "solid: student side (gets the gradient)    dashed: teacher side (the target, no gradient)    "
+            "red: 'out' = image level (class tokens)    blue: 'in' = pixel level (patch tokens)",
+            ha="center", fontsize=8, color="0.3")
+    return _done(fig)
+
+
+def compare_propagation(frames: torch.Tensor, labels: dict[str, torch.Tensor], show: Sequence[int],
+                        scores: dict[str, Sequence[float]] | None = None, palette: np.ndarray | None = None,
+                        score_name: str = "J") -> Figure:
+    """One row per method: its label maps over ``frames`` at the frame indices ``show``.
+
+    Args:
+        frames: uint8 (T, 3, H, W); labels: {method: (T, H, W) integer ids} (e.g. "ground truth", "shipped");
+        show: frame indices (columns); scores: optional {method: (T,) per-frame score}, written in the titles.
+    """
+    if not labels:
+        raise ValueError("labels must hold at least one method")
+    T = len(frames)
+    for name, lab in labels.items():
+        if tuple(lab.shape) != (T, *frames.shape[-2:]):
+            raise ValueError(f"labels[{name!r}] must have shape {(T, *frames.shape[-2:])}, got {tuple(lab.shape)}")
+    if not show or any(not 0 <= t < T for t in show):
+        raise ValueError(f"show must be frame indices in [0, {T}), got {list(show)}")
+    H, W = frames.shape[-2:]
+    fig, axes = plt.subplots(len(labels), len(show), squeeze=False,
+                             figsize=(2.6 * len(show), (2.6 * H / W + 0.35) * len(labels)))
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for r, (name, lab) in enumerate(labels.items()):
+        for c, t in enumerate(show):
+            ax = axes[r, c]
+            ax.imshow(overlay_labels(frames[t], lab[t], palette))
+            title = f"frame {t}"
+            if scores is not None and name in scores:
+                title += f", {score_name} = {float(scores[name][t]):.2f}"
+            ax.set_title(title, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=10)
+    return _done(fig)

@@ -64,3 +64,30 @@ def test_plot_schedules_one_panel_per_schedule_in_epochs():
     assert [ax.get_title() for ax in fig.axes] == ["lr", "wd", "momentum"]
     x = fig.axes[0].lines[0].get_xdata()
     assert x[0] == 0 and abs(x[-1] - 24.9) < 1e-9  # 250 steps = 25 epochs
+
+
+def test_overview_diagram_names_every_part_and_checks_the_clip_length():
+    import pytest
+
+    fig = viz.plot_ino_overview(4)
+    texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+    for part in ("L = 4", "student", "teacher", "EMA", "class tokens", "patch tokens", "out g2g", "out l2g",
+                 "in MIM", "in aff"):
+        assert part in texts, part
+    with pytest.raises(ValueError, match="clip_len"):
+        viz.plot_ino_overview(3)
+
+
+def test_compare_propagation_one_row_per_method_with_scores_in_titles():
+    import pytest
+
+    frames = torch.randint(0, 255, (5, 3, 32, 48), dtype=torch.uint8)
+    labels = {"a": torch.zeros(5, 32, 48, dtype=torch.uint8), "b": torch.ones(5, 32, 48, dtype=torch.uint8)}
+    fig = viz.compare_propagation(frames, labels, [0, 4], scores={"a": torch.linspace(0, 1, 5)})
+    assert len(fig.axes) == 4
+    assert fig.axes[1].get_title() == "frame 4, J = 1.00" and fig.axes[3].get_title() == "frame 4"
+    assert fig.axes[2].get_ylabel() == "b"
+    with pytest.raises(ValueError, match="show"):
+        viz.compare_propagation(frames, labels, [5])
+    with pytest.raises(ValueError, match=r"labels\['a'\]"):
+        viz.compare_propagation(frames, {"a": labels["a"][:3]}, [0])

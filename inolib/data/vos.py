@@ -192,6 +192,15 @@ class VOSSequence:
         """The annotation of frame 0: uint8 (H, W)."""
         return self.load_mask(0)
 
+    def head(self, n: int) -> "VOSSequence":
+        """The first ``n`` frames as a sequence of their own (the same files; a shorter run for smoke tests)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a whole number >= 1, got {n!r}")
+        masks = {i: p for i, p in self.mask_paths.items() if i < n}
+        first = {o: f for o, f in self.first_frame.items() if f < n}
+        return VOSSequence(self.name, self.frame_paths[:n], masks, sorted(first), first, self.palette,
+                           self.require_indexed)
+
 
 # ----------------------------------------------------------------------------------------------- DAVIS
 

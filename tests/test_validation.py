@@ -1,0 +1,48 @@
+"""Comparing feature extractors on one DAVIS sequence (lessons 00 and 10), the copy-frame-0 baseline, and
+VOSSequence.head."""
+
+import pytest
+import torch
+
+from inolib import config as C
+from inolib.baselines import PixelFeatures, copy_first_mask
+from inolib.data import read_davis_sequence
+from inolib.evaluate import evaluate_sequence
+from inolib.validation import compare_on_sequence
+
+
+def test_head_keeps_the_first_frames_and_their_masks(data_dir):
+    seq = read_davis_sequence(data_dir / "davis_sample/DAVIS", "blackswan")
+    short = seq.head(4)
+    assert short.num_frames == 4 and sorted(short.mask_paths) == [0, 1, 2, 3]
+    assert short.object_ids == seq.object_ids and torch.equal(short.load_masks(), seq.load_masks()[:4])
+    with pytest.raises(ValueError, match="n must"):
+        seq.head(0)
+
+
+def test_copy_first_mask_repeats_frame_0_without_void():
+    m = torch.tensor([[0, 1], [255, 2]], dtype=torch.uint8)
+    out = copy_first_mask(m, 3)
+    assert out.shape == (3, 2, 2) and out[2].tolist() == [[0, 1], [0, 2]]
+    out[0, 0, 0] = 7  # a copy, not a view of the input
+    assert m[0, 0] == 0
+    with pytest.raises(ValueError, match="num_frames"):
+        copy_first_mask(m, 0)
+
+
+def test_compare_on_sequence_scores_each_method_as_the_official_protocol(data_dir):
+    seq = read_davis_sequence(data_dir / "davis_sample/DAVIS", "car-shadow").head(5)
+    cfg = C.override(C.smoke(), {"propagation.short_side": 64, "propagation.radius": 4}).propagation
+    r = compare_on_sequence({"pixels": PixelFeatures(8)}, seq, cfg)
+    assert set(r) == {"pixels", "copy frame 0", "ground truth"}
+    gt = seq.load_masks()
+    for name in ("pixels", "copy frame 0"):
+        ids = r[name]["ids"]
+        assert ids.shape == gt.shape and ids.dtype == torch.uint8 and r[name]["J"].shape == (5,)
+        assert r[name]["J"][0] == 1.0  # frame 0 is the given mask
+        s = evaluate_sequence(ids, gt, max(seq.object_ids), seq.name)
+        want = sum((v["J"].mean() + v["F"].mean()) / 2 for v in s.values()) / len(s)
+        assert r[name]["J&F"] == pytest.approx(float(want))
+    assert torch.equal(r["copy frame 0"]["ids"][3], r["copy frame 0"]["ids"][0])
+    with pytest.raises(ValueError, match="networks"):
+        compare_on_sequence({}, seq, cfg)

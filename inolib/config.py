@@ -254,6 +254,33 @@ def smoke_mode() -> bool:
     return os.environ.get("INOLIB_SMOKE", "0").strip().lower() not in ("", "0", "false", "no")
 
 
+COURSE_MODES = ("smoke", "laptop", "paper")
+
+
+def course_mode(requested: str | None = None, gpu: bool | None = None) -> str:
+    """How big a lesson runs: ``"smoke"`` (the tests: seconds on a CPU), ``"laptop"`` (minutes on a 2-core CPU,
+    the shipped checkpoint where training would take too long) or ``"paper"`` (a GPU, the paper's sizes).
+
+    ``requested`` (a lesson's ``MODE`` parameter, e.g. ``papermill -p MODE paper``) wins; otherwise
+    ``INOLIB_SMOKE=1`` gives smoke, ``INOLIB_MODE`` names a mode, and else it is paper with a CUDA GPU
+    (``gpu``; default: whether torch sees one) and laptop without.
+    """
+    if requested is None:
+        if smoke_mode():
+            return "smoke"
+        requested = os.environ.get("INOLIB_MODE") or None
+    if requested is not None:
+        mode = str(requested).strip().lower()
+        if mode not in COURSE_MODES:
+            raise ValueError(f"mode must be one of {COURSE_MODES} (MODE parameter or INOLIB_MODE), got {requested!r}")
+        return mode
+    if gpu is None:
+        import torch
+
+        gpu = torch.cuda.is_available()
+    return "paper" if gpu else "laptop"
+
+
 # ----------------------------------------------------------------------------------------------------
 # Dict round trip and dotted overrides
 

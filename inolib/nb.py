@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import smoke_mode
+from .config import course_mode
 
 
 def data_dir() -> Path:
@@ -42,19 +42,29 @@ def load_shipped(device: str | torch.device = "cpu", network: str = "student"):
     return vit, cfg, build_backbone(cfg.model).to(device).eval()
 
 
-def setup(seed: int = 0, smoke: bool | None = None) -> dict:
-    """Seed everything, pick the device, and print one line about the mode. Returns ``{"device", "smoke"}``.
+MODE_TEXT = {
+    "smoke": "smoke mode: tiny sizes, seconds on a CPU (what the tests run)",
+    "laptop": "laptop mode: minutes on a CPU, the shipped model where training would take hours",
+    "paper": "paper mode: a GPU and the paper's sizes",
+}
 
-    ``smoke`` defaults to :func:`inolib.config.smoke_mode` (``INOLIB_SMOKE``).
+
+def setup(seed: int = 0, smoke: bool | None = None, mode: str | None = None) -> dict:
+    """Seed everything, pick the device, and print one line about the mode.
+
+    Returns ``{"device", "smoke", "mode"}``. ``mode`` is one of ``smoke``, ``laptop``, ``paper`` (default:
+    :func:`inolib.config.course_mode`); the older ``smoke=True`` means mode smoke, ``smoke=False`` the default
+    of the others. The device is the GPU in paper mode when there is one, else the CPU.
     """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    smoke = smoke_mode() if smoke is None else smoke
-    device = torch.device("cuda" if torch.cuda.is_available() and not smoke else "cpu")
-    mode = "SMOKE mode (INOLIB_SMOKE=1): tiny sizes, seconds on a CPU" if smoke else "full mode"
-    print(f"inolib ready: {mode}; device {device}; torch {torch.__version__}")
-    return {"device": device, "smoke": smoke}
+    if mode is None and smoke is not None:
+        mode = "smoke" if smoke else ("paper" if torch.cuda.is_available() else "laptop")
+    mode = course_mode(mode)
+    device = torch.device("cuda" if torch.cuda.is_available() and mode == "paper" else "cpu")
+    print(f"inolib ready: {MODE_TEXT[mode]}; device {device}; torch {torch.__version__}")
+    return {"device": device, "smoke": mode == "smoke", "mode": mode}
 
 
 def _version(dist: str) -> str | None:
@@ -102,11 +112,11 @@ def show_source(obj) -> object:
     return Code(inspect.getsource(obj), language="python")
 
 
-def check_shape(tensor: torch.Tensor, shape: tuple) -> torch.Tensor:
-    """Assert ``tensor.shape == shape`` with a readable message; returns the tensor."""
+def check_shape(tensor: torch.Tensor, shape: tuple) -> None:
+    """Assert ``tensor.shape == shape`` with a readable message; returns nothing (a cell ending with it prints
+    no tensor)."""
     if tuple(tensor.shape) != tuple(shape):
         raise AssertionError(f"expected shape {tuple(shape)}, got {tuple(tensor.shape)}")
-    return tensor
 
 
 def check_exercise(fn, reference, *args, atol: float = 1e-5) -> bool | None:

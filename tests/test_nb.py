@@ -32,3 +32,24 @@ def test_check_shape_and_data_dir(data_dir, monkeypatch):
 def test_environment_check_reports_nothing_here(capsys):
     assert nb.environment_check() == []
     assert "environment OK" in capsys.readouterr().out
+
+
+def test_check_shape_returns_nothing_to_print():
+    assert nb.check_shape(torch.zeros(2, 3), (2, 3)) is None
+
+
+def test_course_modes(monkeypatch):
+    from inolib.config import course_mode
+
+    monkeypatch.delenv("INOLIB_MODE", raising=False)
+    monkeypatch.setenv("INOLIB_SMOKE", "1")
+    assert course_mode() == "smoke" and course_mode("paper") == "paper"
+    monkeypatch.setenv("INOLIB_SMOKE", "0")
+    assert course_mode(gpu=False) == "laptop" and course_mode(gpu=True) == "paper"
+    monkeypatch.setenv("INOLIB_MODE", "Laptop")
+    assert course_mode(gpu=True) == "laptop"
+    with pytest.raises(ValueError, match="mode must be one of"):
+        course_mode("fast")
+    env = nb.setup(mode="laptop")
+    assert env["mode"] == "laptop" and not env["smoke"] and env["device"].type == "cpu"
+    assert nb.setup(smoke=True)["mode"] == "smoke"

@@ -67,6 +67,15 @@ def _check_pairs(T: int) -> int:
     return T // 2
 
 
+def frame_pairs(T: int) -> list[tuple[int, int]]:
+    """The frame pairs of out g2g and out l2g (Eq. 1-2): ``[(n, T/2 + n) for n < T/2]`` (0-based), the
+    pairing the loss functions use when they split the T frames into halves and zip them."""
+    if isinstance(T, bool) or not isinstance(T, int):
+        raise ValueError(f"T must be a whole number of frames, got {T!r}")
+    h = _check_pairs(T)
+    return [(n, h + n) for n in range(h)]
+
+
 def g2g_loss(student_global: torch.Tensor, teacher_global: torch.Tensor, center: torch.Tensor,
              student_temp: float, teacher_temp: float) -> torch.Tensor:
     """L_out_g2g (Eq. 1), global-to-global over frame pairs.

@@ -230,6 +230,29 @@ def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_la
     return (out if flip else out.transpose(1, 2)).contiguous()
 
 
+def query_weights(similarities: torch.Tensor, topk: int = 5, temperature: float = 0.1) -> torch.Tensor:
+    """The weights :func:`propagate_frame` gives the context cells of ONE query whose cosine similarities to
+    them are ``similarities`` (S,) in [-1, 1]: (S,), zero outside the top-k (ties with the k-th kept), summing
+    to 1. For teaching and checks: it builds features with exactly these similarities (the query e_0, context
+    cell j = s_j e_0 + sqrt(1 - s_j^2) e_{j+1}) and one-hot labels (cell j is its own class), so the
+    propagated labels ARE the weights, computed by the real kernel."""
+    if not isinstance(similarities, torch.Tensor) or similarities.dim() != 1 or similarities.numel() == 0:
+        raise ValueError(f"similarities must be a non-empty (S,) tensor, got {_shape(similarities)}")
+    s = similarities.double()
+    if not bool(((s >= -1) & (s <= 1)).all()):
+        raise ValueError("similarities must be cosine similarities in [-1, 1]")
+    S = s.numel()
+    query = torch.zeros(S + 1, 1, 1, dtype=torch.float64)
+    query[0] = 1
+    ctx = torch.zeros(S + 1, S, dtype=torch.float64)  # (D, cells)
+    ctx[0] = s
+    ctx[1:] = torch.diag((1 - s * s).clamp_min(0).sqrt())
+    # every cell its own 1x1 context frame, so the window (radius 0, its own cell in each frame) keeps all
+    feats = ctx.T.reshape(S, S + 1, 1, 1)
+    labels = torch.eye(S, dtype=torch.float64).reshape(S, S, 1, 1)
+    return propagate_frame(query, feats, labels, topk=topk, radius=0, temperature=temperature)[:, 0, 0]
+
+
 def _valid(labels: torch.Tensor) -> torch.Tensor:
     """(C, 1, 1) 1.0 for channels with any mass."""
     return (labels.flatten(1).sum(1) > 0).to(labels.dtype)[:, None, None]

@@ -706,3 +706,18 @@ def test_bf16_autocast_inoloss_finite_float32():
     for name, val in r.items():
         assert val.dtype == torch.float32, (name, val.dtype)
         assert torch.isfinite(val), name
+
+
+def test_frame_pairs_are_the_pairs_the_losses_use():
+    from inolib.losses import frame_pairs
+
+    assert frame_pairs(4) == [(0, 2), (1, 3)] and frame_pairs(2) == [(0, 1)]
+    with pytest.raises(ValueError, match="even"):
+        frame_pairs(3)
+    # g2g is the mean over these pairs of the two cross terms (teacher a -> student b, teacher b -> student a)
+    B, T, K = 2, 4, 5
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(B, T, K, generator=g), torch.randn(B, T, K, generator=g)
+    ce = lambda ti, si: -(F.softmax(t[:, ti] / 0.04, -1) * F.log_softmax(s[:, si] / 0.1, -1)).sum(-1).mean()  # noqa: E731
+    terms = [ce(a, b) for a, b in frame_pairs(T)] + [ce(b, a) for a, b in frame_pairs(T)]
+    assert torch.isclose(g2g_loss(s, t, torch.zeros(1, K), 0.1, 0.04), torch.stack(terms).mean(), atol=1e-6)

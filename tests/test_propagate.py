@@ -320,3 +320,17 @@ def test_bad_parameters_name_the_argument(kw, match):
     if "num_context" not in kw:
         with pytest.raises(ValueError, match=match):
             propagate_frame(q, q[None], lab[None], **kw)
+
+
+def test_query_weights_are_the_kernels_weights_for_one_query():
+    from inolib.propagate import query_weights
+
+    s = torch.tensor([0.9, 0.2, 0.85, 0.5, -0.3])
+    w = query_weights(s, topk=2, temperature=0.1)
+    e = torch.exp(torch.tensor([0.9, 0.85]) / 0.1)
+    assert torch.allclose(w[[0, 2]], e / e.sum(), atol=1e-6) and w[[1, 3, 4]].abs().max() == 0
+    assert torch.allclose(query_weights(torch.full((3,), 0.5), topk=2), torch.full((3,), 1 / 3))
+    hot = query_weights(torch.tensor([0.3, 0.31]), topk=2, temperature=0.01)  # a low temperature: near argmax
+    assert hot[1] > 0.7
+    with pytest.raises(ValueError, match="similarities"):
+        query_weights(torch.tensor([1.5]))

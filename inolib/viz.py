@@ -203,15 +203,18 @@ def show_propagation(frames: torch.Tensor, labels: torch.Tensor, palette: np.nda
     return _done(fig)
 
 
-def plot_curves(records: Sequence[dict], keys: Sequence[str], x: str = "step", title: str = "") -> Figure:
+def plot_curves(records: Sequence[dict], keys: Sequence[str], x: str = "step", title: str = "",
+                ylabel: str = "", marker: str | None = None) -> Figure:
     """Line plot of ``keys`` from a sequence of log records (dicts, e.g. a run's JSONL log)."""
     fig, ax = plt.subplots(figsize=(6, 3))
     for k in keys:
         pts = [(r[x], r[k]) for r in records if k in r and x in r]
         if pts:
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, label=k)
+            ax.plot(xs, ys, label=k, marker=marker)
     ax.set_xlabel(x)
+    if ylabel:
+        ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
@@ -382,4 +385,46 @@ def compare_propagation(frames: torch.Tensor, labels: dict[str, torch.Tensor], s
             ax.set_title(title, fontsize=8)
             if c == 0:
                 ax.set_ylabel(name, fontsize=10)
+    return _done(fig)
+
+
+def plot_per_frame(series: dict[str, Sequence[float]], ylabel: str = "J (region IoU)", title: str = "") -> Figure:
+    """One line per method over the frames of a video: ``{method: (T,) scores}``."""
+    if not series:
+        raise ValueError("series must hold at least one method")
+    fig, ax = plt.subplots(figsize=(6.5, 3))
+    for name, v in series.items():
+        v = torch.as_tensor(v).double().cpu().numpy()
+        ax.plot(np.arange(len(v)), v, label=name, lw=1.5)
+    ax.set_xlabel("frame")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _done(fig)
+
+
+def plot_bars(values: dict[str, float], ylabel: str = "J&F-Mean", title: str = "",
+              lines: dict[str, float] | None = None) -> Figure:
+    """Bars of ``{method: value}`` with the value written on each bar; ``lines`` adds labelled horizontal
+    reference lines (e.g. the paper's result)."""
+    if not values:
+        raise ValueError("values must hold at least one method")
+    fig, ax = plt.subplots(figsize=(1.3 * len(values) + 2.5, 3))
+    names = list(values)
+    v = [float(values[n]) for n in names]
+    bars = ax.bar(range(len(v)), v, color=plt.get_cmap("tab10").colors[:len(v)])
+    for b, x in zip(bars, v):
+        ax.text(b.get_x() + b.get_width() / 2, x + 0.01, f"{x:.3f}", ha="center", va="bottom", fontsize=8)
+    for i, (name, y) in enumerate((lines or {}).items()):
+        ax.axhline(y, ls="--", color="0.4", lw=1)
+        ax.text(len(v) - 0.5, y + 0.01, name, ha="right", va="bottom", fontsize=8, color="0.3")
+    ax.set_xticks(range(len(v)))
+    ax.set_xticklabels(names, fontsize=8, rotation=15)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, max(v + list((lines or {}).values()) + [0]) * 1.15 + 1e-9)
+    if title:
+        ax.set_title(title, fontsize=10)
     return _done(fig)

@@ -91,3 +91,15 @@ def test_compare_propagation_one_row_per_method_with_scores_in_titles():
         viz.compare_propagation(frames, labels, [5])
     with pytest.raises(ValueError, match=r"labels\['a'\]"):
         viz.compare_propagation(frames, {"a": labels["a"][:3]}, [0])
+
+
+def test_per_frame_and_bar_plots_label_their_axes():
+    fig = viz.plot_per_frame({"a": torch.rand(7), "b": torch.rand(7)})
+    ax = fig.axes[0]
+    assert len(ax.lines) == 2 and ax.get_xlabel() == "frame" and "J" in ax.get_ylabel()
+    fig = viz.plot_bars({"x": 0.3, "y": 0.5}, lines={"paper": 0.67})
+    ax = fig.axes[0]
+    assert len(ax.patches) == 2 and ax.get_ylabel() == "J&F-Mean" and "0.500" in [t.get_text() for t in ax.texts]
+    assert ax.get_ylim()[1] > 0.67
+    fig = viz.plot_curves([{"step": 0, "jf": 0.3}, {"step": 5, "jf": 0.4}], ["jf"], ylabel="J&F")
+    assert fig.axes[0].get_ylabel() == "J&F"

@@ -20,7 +20,7 @@ traceback, and the run goes on; the whole run stops starting stages at ``--deadl
                  extrapolated to DAVIS-2017 val (30 sequences, 1,999 frames)
     train        ``torchrun --standalone --nproc_per_node 1 -m inolib train`` (tiny preset) for about 2 minutes,
                  SIGTERM, the same command again (resume); its losses against an uninterrupted run of the same steps
-    lesson06, lesson07   the lessons in full mode (INOLIB_SMOKE=0) with nbclient, each timed
+    lesson08, lesson10   the lessons in full mode (INOLIB_SMOKE=0) with nbclient, each timed
     compile      torch.compile of the ViT blocks (student and teacher) in the bf16 training step; gets the time
                  left before the deadline (off with --no-compile)
 
@@ -121,10 +121,10 @@ class Settings:
     deadline: float = 465.0
 
 
-REAL_BUDGETS = {"env": 20, "train_step": 75, "propagation": 45, "davis": 45, "train": 135, "lesson06": 85,
-                "lesson07": 55, "compile": 150}  # compile runs last and gets what is left before the deadline
-DRY_BUDGETS = {"env": 60, "train_step": 90, "propagation": 60, "davis": 90, "train": 150, "lesson06": 90,
-               "lesson07": 60, "compile": 90}
+REAL_BUDGETS = {"env": 20, "train_step": 75, "propagation": 45, "davis": 45, "train": 135, "lesson08": 85,
+                "lesson10": 55, "compile": 150}  # compile runs last and gets what is left before the deadline
+DRY_BUDGETS = {"env": 60, "train_step": 90, "propagation": 60, "davis": 90, "train": 150, "lesson08": 90,
+               "lesson10": 60, "compile": 90}
 
 
 def make_settings(dry: bool, device: str | None, deadline: float | None) -> Settings:
@@ -201,9 +201,9 @@ def stage_env(ctx: Ctx) -> None:
         with contextlib.suppress(Exception):
             info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                             capture_output=True, text=True, timeout=20).stdout.strip()
-    needs = {"timm": "every stage", "decord": "train, lesson06, lesson07 (mp4 videos)",
-             "nbclient": "lesson06, lesson07", "nbformat": "lesson06, lesson07", "ipykernel": "lesson06, lesson07",
-             "ipywidgets": "lesson06, lesson07"}
+    needs = {"timm": "every stage", "decord": "train, lesson08, lesson10 (mp4 videos)",
+             "nbclient": "lesson08, lesson10", "nbformat": "lesson08, lesson10", "ipykernel": "lesson08, lesson10",
+             "ipywidgets": "lesson08, lesson10"}
     missing = []
     from importlib import metadata
     for mod, used in needs.items():
@@ -759,12 +759,12 @@ def _lesson(ctx: Ctx, name: str) -> None:
             met="yes" if ok else "no")
 
 
-def stage_lesson06(ctx: Ctx) -> None:
-    _lesson(ctx, "06_training.ipynb")
+def stage_lesson08(ctx: Ctx) -> None:
+    _lesson(ctx, "08_training_on_a_laptop.ipynb")
 
 
-def stage_lesson07(ctx: Ctx) -> None:
-    _lesson(ctx, "07_label_propagation.ipynb")
+def stage_lesson10(ctx: Ctx) -> None:
+    _lesson(ctx, "10_label_propagation.ipynb")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -777,8 +777,8 @@ STAGES = [  # (name, label in the table, function)
     ("propagation", "2 label propagation", stage_propagation),
     ("davis", "3 ino propagate + evaluate", stage_davis),
     ("train", "4 torchrun training", stage_train),
-    ("lesson06", "5 lesson 06", stage_lesson06),
-    ("lesson07", "5 lesson 07", stage_lesson07),
+    ("lesson08", "5 lesson 08", stage_lesson08),
+    ("lesson10", "5 lesson 10", stage_lesson10),
     ("compile", "1b torch.compile", stage_compile),
 ]
 

@@ -193,7 +193,7 @@ def test_dry_run(tmp_path):
     res = json.loads(js.read_text())
     assert res["dry"] and [s["status"] for s in res["stages"]] == ["ok"] * 8, res["stages"]
     names = [s["name"] for s in res["stages"]]
-    assert names == ["env", "train_step", "propagation", "davis", "train", "lesson06", "lesson07", "compile"]
+    assert names == ["env", "train_step", "propagation", "davis", "train", "lesson08", "lesson10", "compile"]
     rows = [r for s in res["stages"] for r in s["rows"]]
     for r in rows:  # every goal is met, or a performance goal that a CPU cannot judge
         assert r[5] in ("yes", "—", "n/a (dry)"), r

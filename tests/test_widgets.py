@@ -139,7 +139,7 @@ def test_a_lesson_with_an_explorer_runs_headless_without_stalling(tmp_path):
     import nbformat
     from nbclient import NotebookClient
 
-    lesson = Path(__file__).resolve().parents[1] / "notebooks" / "00_setup_and_data.ipynb"
+    lesson = Path(__file__).resolve().parents[1] / "notebooks" / "01_data_and_crops.ipynb"
     nb = nbformat.read(lesson, as_version=4)
     timeout = 40
     env_smoke = os.environ.get("INOLIB_SMOKE")

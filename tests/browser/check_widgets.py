@@ -1,6 +1,6 @@
 """Browser check of the course widgets: JupyterLab on localhost, Debian's Chromium driven by Playwright.
 
-    python tests/browser/check_widgets.py [--notebooks notebooks/05_in_aff.ipynb ...] [--out test-output/browser]
+    python tests/browser/check_widgets.py [--notebooks notebooks/07_in_aff.ipynb ...] [--out test-output/browser]
 
 For each notebook: open it in JupyterLab, run all cells (smoke mode), check that widget views rendered
 (sliders and figure images present, no "Error displaying widget" or lingering "Loading widget" text), move
@@ -102,7 +102,7 @@ def check_notebook(page, port: int, notebook: str, out: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--notebooks", nargs="+", default=["notebooks/05_in_aff.ipynb"])
+    ap.add_argument("--notebooks", nargs="+", default=["notebooks/07_in_aff.ipynb"])
     ap.add_argument("--out", default=str(REPO / "test-output/browser"))
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     args = ap.parse_args()

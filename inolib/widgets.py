@@ -235,6 +235,9 @@ class LogExplorer(Explorer):
 
     TERMS = ("loss", "g2g", "l2g", "mim", "aff", "entropy", "batch_entropy", "top_share", "lr", "momentum",
              "jf_student", "jf_teacher", "masked")
+    # in-losses exist only on masked steps (masking.prob of them): an unmasked step logs them as 0, which is
+    # not a value of the loss, so their curves skip those steps
+    MASKED_ONLY = ("mim", "aff")
 
     def __init__(self, records):
         from .train import read_log
@@ -244,7 +247,7 @@ class LogExplorer(Explorer):
         if not self.records:
             raise ValueError("the log holds no training step yet")
         present = [k for k in self.TERMS if any(k in r for r in self.records)]
-        self.terms = W.SelectMultiple(options=present, value=tuple(k for k in ("loss", "g2g", "mim") if k in present),
+        self.terms = W.SelectMultiple(options=present, value=tuple(k for k in ("g2g", "l2g", "mim", "aff") if k in present),
                                       description="terms", rows=min(6, len(present)))
         self.smooth = _slider("smoothing", 0.0, 0.95, 0.0, step=0.05, float_=True)
         self.axis = W.ToggleButtons(options=["step", "epoch"], value="step")
@@ -255,6 +258,8 @@ class LogExplorer(Explorer):
         """Records of ``key`` after an exponential moving average with factor ``smooth``."""
         out, avg = [], None
         for r in self.records:
+            if key in self.MASKED_ONLY and r.get("masked", 1) == 0:
+                continue
             if key in r:
                 avg = r[key] if avg is None else self.smooth.value * avg + (1 - self.smooth.value) * r[key]
                 out.append({"step": r["step"], "epoch": r.get("epoch", 0), key: avg})

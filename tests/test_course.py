@@ -51,3 +51,21 @@ def test_lesson_links_point_to_existing_lessons():
         text = " ".join(_src(c) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "markdown")
         for target in re.findall(r"\]\((\d\d_[a-z_]+\.ipynb)\)", text):
             assert (NOTEBOOKS / target).is_file(), f"{nb.name} links to {target}"
+
+
+def test_no_figure_is_made_and_never_shown():
+    """A bare ``viz.f(...)`` statement shows its figure only as a cell's last statement (the figures are closed
+    so they do not show twice); anywhere else it is computed and lost."""
+    import ast
+
+    for nb in sorted(NOTEBOOKS.glob("*.ipynb")):
+        for i, cell in enumerate(json.loads(nb.read_text())["cells"]):
+            if cell["cell_type"] != "code":
+                continue
+            src = "\n".join(line for line in _src(cell).splitlines() if not line.lstrip().startswith(("%", "!")))
+            body = ast.parse(src).body
+            for k, st in enumerate(body[:-1]):
+                call = st.value if isinstance(st, ast.Expr) else None
+                f = getattr(call, "func", None)
+                if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "viz":
+                    raise AssertionError(f"{nb.name} cell {i}: viz.{f.attr}(...) is not the last statement: never shown")

@@ -76,7 +76,7 @@ def test_log_explorer_smooths_and_switches_terms(tmp_path):
     recs = [{"step": i, "epoch": 1 + i // 5, "loss": float(i % 2), "mim": 1.0} for i in range(1, 11)]
     (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in [{"event": "start"}] + recs))
     ex = LogExplorer(tmp_path)
-    assert len(ex.records) == 10 and ex.terms.value == ("loss", "mim")
+    assert len(ex.records) == 10 and ex.terms.value == ("mim",)  # opens on the four losses (here only mim)
     raw = [r["loss"] for r in ex.smoothed("loss")]
     ex.smooth.value = 0.9
     smooth = [r["loss"] for r in ex.smoothed("loss")]
@@ -85,6 +85,21 @@ def test_log_explorer_smooths_and_switches_terms(tmp_path):
     assert [line.get_label() for line in ex.figure.axes[0].lines] == ["mim"]
     ex.axis.value = "epoch"
     assert ex.figure.axes[0].get_xlabel() == "epoch"
+
+
+def test_log_explorer_in_losses_skip_unmasked_steps(tmp_path):
+    """An unmasked step logs mim and aff as 0 (they do not exist there): the curves skip those steps instead of
+    jumping between 0 and the loss, and the explorer opens on the four losses, not on their jumping sum."""
+    from inolib.widgets import LogExplorer
+
+    recs = [{"step": i, "masked": float(i % 2), "loss": 3.0 + 9 * (i % 2), "g2g": 2.0, "l2g": 1.0,
+             "mim": 5.0 * (i % 2), "aff": 4.0 * (i % 2)} for i in range(10)]
+    ex = LogExplorer(recs)
+    assert ex.terms.value == ("g2g", "l2g", "mim", "aff")
+    assert [r["mim"] for r in ex.smoothed("mim")] == [5.0] * 5 and [r["step"] for r in ex.smoothed("aff")] == [1, 3, 5, 7, 9]
+    assert len(ex.smoothed("g2g")) == 10
+    line = {ln.get_label(): ln for ln in ex.figure.axes[0].lines}["mim"]
+    assert min(line.get_ydata()) == 5.0
 
 
 def test_affinity_explorer_compares_two_named_feature_sets():

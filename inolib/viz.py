@@ -428,3 +428,49 @@ def plot_bars(values: dict[str, float], ylabel: str = "J&F-Mean", title: str = "
     if title:
         ax.set_title(title, fontsize=10)
     return _done(fig)
+
+
+def plot_runs(runs: dict[str, Sequence[dict]], keys: Sequence[str], labels: dict[str, str] | None = None,
+              lines: dict[str, float] | None = None, x: str = "step") -> Figure:
+    """One panel per key (e.g. a collapse monitor), one line per run: ``runs`` is ``{run name: [record, ...]}``.
+    ``labels`` names each key's y axis (with its unit); ``lines`` adds a labelled dashed reference per panel."""
+    if not runs or not keys:
+        raise ValueError("runs and keys must be non-empty")
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.1), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, recs in runs.items():
+            pts = [(r[x], r[key]) for r in recs if key in r]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, label=name, lw=1.5)
+        for text, y in (lines or {}).items():
+            ax.axhline(y, ls="--", color="0.5", lw=1)
+            ax.text(ax.get_xlim()[0], y, " " + text, va="bottom", fontsize=7, color="0.35")
+        ax.set_xlabel(x)
+        ax.set_ylabel((labels or {}).get(key, key))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    return _done(fig)
+
+
+def show_matrices(mats: dict[str, torch.Tensor], xlabel: str = "", ylabel: str = "", cbar_label: str = "",
+                  vmin: float | None = None, vmax: float | None = None) -> Figure:
+    """Matrices (R, C) side by side as heat maps with a shared colour scale and a colour bar."""
+    if not mats:
+        raise ValueError("mats must hold at least one matrix")
+    arrays = {k: torch.as_tensor(v).detach().float().cpu().numpy() for k, v in mats.items()}
+    if any(a.ndim != 2 for a in arrays.values()):
+        raise ValueError(f"every matrix must be 2-d, got shapes {[a.shape for a in arrays.values()]}")
+    lo = min(a.min() for a in arrays.values()) if vmin is None else vmin
+    hi = max(a.max() for a in arrays.values()) if vmax is None else vmax
+    fig, axes = plt.subplots(1, len(arrays), figsize=(3.6 * len(arrays) + 0.8, 3.0), squeeze=False)
+    im = None
+    for ax, (name, a) in zip(axes[0], arrays.items()):
+        im = ax.imshow(a, vmin=lo, vmax=hi, cmap="viridis", aspect="auto", interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    fig.colorbar(im, ax=list(axes[0]), label=cbar_label, shrink=0.9)
+    plt.close(fig)
+    return fig

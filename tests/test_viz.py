@@ -103,3 +103,16 @@ def test_per_frame_and_bar_plots_label_their_axes():
     assert ax.get_ylim()[1] > 0.67
     fig = viz.plot_curves([{"step": 0, "jf": 0.3}, {"step": 5, "jf": 0.4}], ["jf"], ylabel="J&F")
     assert fig.axes[0].get_ylabel() == "J&F"
+
+
+def test_plot_runs_and_show_matrices():
+    runs = {"a": [{"step": i, "e": float(i)} for i in range(4)], "b": [{"step": i, "e": 1.0} for i in range(4)]}
+    fig = viz.plot_runs(runs, ["e"], labels={"e": "entropy (nats)"}, lines={"log K": 2.0})
+    ax = fig.axes[0]
+    assert len(ax.lines) == 3 and ax.get_ylabel() == "entropy (nats)" and ax.get_xlabel() == "step"
+    fig = viz.show_matrices({"x": torch.rand(3, 5), "y": torch.rand(3, 5)}, "dim", "sample", "probability")
+    assert len(fig.axes) == 3 and fig.axes[-1].get_ylabel() == "probability"  # two maps and the colour bar
+    import pytest
+
+    with pytest.raises(ValueError, match="2-d"):
+        viz.show_matrices({"x": torch.rand(3)})

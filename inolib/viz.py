@@ -431,9 +431,11 @@ def plot_bars(values: dict[str, float], ylabel: str = "J&F-Mean", title: str = "
 
 
 def plot_runs(runs: dict[str, Sequence[dict]], keys: Sequence[str], labels: dict[str, str] | None = None,
-              lines: dict[str, float] | None = None, x: str = "step") -> Figure:
+              lines: dict[str, dict[str, float]] | None = None, log_keys: Sequence[str] = (),
+              x: str = "step") -> Figure:
     """One panel per key (e.g. a collapse monitor), one line per run: ``runs`` is ``{run name: [record, ...]}``.
-    ``labels`` names each key's y axis (with its unit); ``lines`` adds a labelled dashed reference per panel."""
+    ``labels`` names each key's y axis (with its unit); ``lines`` ``{key: {label: y}}`` adds labelled dashed
+    references to that key's panel; the keys in ``log_keys`` get a logarithmic y axis."""
     if not runs or not keys:
         raise ValueError("runs and keys must be non-empty")
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.1), squeeze=False)
@@ -443,9 +445,11 @@ def plot_runs(runs: dict[str, Sequence[dict]], keys: Sequence[str], labels: dict
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, label=name, lw=1.5)
-        for text, y in (lines or {}).items():
+        for text, y in (lines or {}).get(key, {}).items():
             ax.axhline(y, ls="--", color="0.5", lw=1)
             ax.text(ax.get_xlim()[0], y, " " + text, va="bottom", fontsize=7, color="0.35")
+        if key in log_keys:
+            ax.set_yscale("log")
         ax.set_xlabel(x)
         ax.set_ylabel((labels or {}).get(key, key))
         ax.grid(alpha=0.3)
@@ -465,11 +469,16 @@ def show_matrices(mats: dict[str, torch.Tensor], xlabel: str = "", ylabel: str =
     hi = max(a.max() for a in arrays.values()) if vmax is None else vmax
     fig, axes = plt.subplots(1, len(arrays), figsize=(3.6 * len(arrays) + 0.8, 3.0), squeeze=False)
     im = None
-    for ax, (name, a) in zip(axes[0], arrays.items()):
+    from matplotlib.ticker import MaxNLocator
+
+    for i, (ax, (name, a)) in enumerate(zip(axes[0], arrays.items())):
         im = ax.imshow(a, vmin=lo, vmax=hi, cmap="viridis", aspect="auto", interpolation="nearest")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
+        if i == 0:
+            ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.colorbar(im, ax=list(axes[0]), label=cbar_label, shrink=0.9)
     plt.close(fig)

@@ -107,9 +107,10 @@ def test_per_frame_and_bar_plots_label_their_axes():
 
 def test_plot_runs_and_show_matrices():
     runs = {"a": [{"step": i, "e": float(i)} for i in range(4)], "b": [{"step": i, "e": 1.0} for i in range(4)]}
-    fig = viz.plot_runs(runs, ["e"], labels={"e": "entropy (nats)"}, lines={"log K": 2.0})
+    fig = viz.plot_runs(runs, ["e", "f"], labels={"e": "entropy (nats)"}, lines={"e": {"log K": 2.0}}, log_keys=["f"])
     ax = fig.axes[0]
     assert len(ax.lines) == 3 and ax.get_ylabel() == "entropy (nats)" and ax.get_xlabel() == "step"
+    assert len(fig.axes[1].lines) == 0 and fig.axes[1].get_yscale() == "log"  # the reference line is e's only
     fig = viz.show_matrices({"x": torch.rand(3, 5), "y": torch.rand(3, 5)}, "dim", "sample", "probability")
     assert len(fig.axes) == 3 and fig.axes[-1].get_ylabel() == "probability"  # two maps and the colour bar
     import pytest

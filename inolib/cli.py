@@ -78,8 +78,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     print("inolib", _version("inolib"))
     print(f"python {platform.python_version()} ({platform.machine()}, {platform.system()})")
-    for dist in ("torch", "torchvision", "timm", "numpy", "decord", "matplotlib", "ipywidgets", "jupyterlab"):
+    for dist in ("torch", "torchvision", "timm", "numpy", "matplotlib", "ipywidgets", "jupyterlab"):
         print(f"  {dist:<12} {_version(dist)}")
+    from .nb import decoder_version
+
+    print(f"  {'decoder':<12} {decoder_version() or 'none (pip install decord2)'}")
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)

@@ -74,6 +74,15 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def decoder_version() -> str | None:
+    """The installed video decoder, ``decord2 X`` (the maintained fork) or ``decord X``; None when neither is."""
+    for dist in ("decord2", "decord"):
+        v = _version(dist)
+        if v is not None:
+            return f"{dist} {v}"
+    return None
+
+
 def environment_check() -> list[str]:
     """Check what the course needs; print each finding with how to fix it. Returns the problems found."""
     problems = []
@@ -86,9 +95,9 @@ def environment_check() -> list[str]:
     elif int(ipyw.split(".")[0]) != 8 or int(labw.split(".")[0]) != 3:
         problems.append(f"ipywidgets {ipyw} and jupyterlab_widgets {labw} do not match (need 8.x with 3.x); "
                         "pip install -U 'ipywidgets>=8,<9' and restart JupyterLab")
-    if _version("decord") is None:
-        problems.append("decord is not installed: reading .mp4 files will fail (pip install decord; x86_64 only). "
-                        "DAVIS JPEG folders still work")
+    if decoder_version() is None:
+        problems.append("no video decoder: reading .mp4 files will fail (pip install decord2: the maintained fork "
+                        "of decord, also for Apple Silicon). DAVIS JPEG folders still work")
     if _version("timm") is None or not _version("timm").startswith("1.0"):
         problems.append(f"timm 1.0.x is required, found {_version('timm')}: pip install 'timm>=1.0,<1.1'")
     try:
@@ -101,7 +110,7 @@ def environment_check() -> list[str]:
         print("PROBLEM:", p)
     if not problems:
         print(f"environment OK: torch {torch.__version__}, timm {_version('timm')}, ipywidgets {ipyw} "
-              f"with jupyterlab_widgets {labw}, decord {_version('decord')}")
+              f"with jupyterlab_widgets {labw}, {decoder_version()}")
     return problems
 
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write, atomic_write_text, remove_stale_temporaries
 from .checkpoint import save_checkpoint
 from .config import INOConfig
 from .data.clips import ClipDataset, ClipSampler, SkipLog, _seed, make_clip_loader
@@ -267,6 +268,8 @@ class Trainer:
         self.lock = RunLock(self.out)
         if self.dist.is_main:
             self.lock.acquire()  # one writer per run folder; released when fit() returns (or by close())
+            # what a killed writer left half-written (checkpoint.pth.tmpPID, ...): we hold the folder now
+            remove_stale_temporaries(self.out)
         torch.manual_seed(cfg.optim.seed)
 
         # data: every process indexes the same sources (cached), then takes its share of the clips
@@ -560,9 +563,7 @@ class Trainer:
                 done = self.step // self.steps_per_epoch
                 if self.keep_every and done % self.keep_every == 0 and self.dist.is_main:
                     keep = self.out / f"checkpoint_e{done:04d}.pth"
-                    tmp = keep.with_name(keep.name + ".tmp")
-                    shutil.copyfile(latest, tmp)
-                    os.replace(tmp, keep)
+                    atomic_write(keep, lambda tmp: shutil.copyfile(latest, tmp))
             elif self.step >= end:  # stopped by max_steps mid-epoch
                 self.save(self.out / "checkpoint.pth")
         return last

@@ -521,3 +521,19 @@ def test_sigterm_in_process_stops_at_the_step_boundary_with_a_checkpoint(tmp_pat
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
     assert Trainer(small_cfg(**{"optim.epochs": "1"}), data_dir / "videos", tmp_path / "run", progress=False,
                    tensorboard=False).step == 2
+
+
+def test_temporary_files_of_a_dead_writer_are_removed_at_start(tmp_path, data_dir):
+    import os
+
+    run = tmp_path / "run"
+    (run / "sub").mkdir(parents=True)
+    dead = 2**22 + 12345  # above Linux's largest pid: no such process
+    stale = [run / f"checkpoint.pth.tmp{dead}", run / f".video_index.json.tmp{dead}"]
+    kept = [run / "notes.tmp", run / "clip.tmp12a", run / f"sub/checkpoint.pth.tmp{dead}",
+            run / f".log.jsonl.tmp{os.getpid()}"]  # not our naming, a subfolder, a live process
+    for p in stale + kept:
+        p.write_bytes(b"half")
+    with pytest.warns(UserWarning, match=f"checkpoint.pth.tmp{dead}"):
+        Trainer(small_cfg(), data_dir / "videos", run, progress=False, tensorboard=False).close()
+    assert [p.exists() for p in stale] == [False, False] and all(p.exists() for p in kept)

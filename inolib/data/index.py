@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_write_text
 from .video import VIDEO_EXTENSIONS, VideoInfo, probe_video
 
 CACHE_VERSION = 1
@@ -129,9 +130,8 @@ class VideoIndex:
         """Write the index as JSON, atomically (a crash never leaves a half-written cache)."""
         cache_file = Path(cache_file)
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(cache_file.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": [asdict(e) for e in self.entries]}))
-        os.replace(tmp, cache_file)
+        atomic_write_text(cache_file, json.dumps({"version": CACHE_VERSION,
+                                                  "entries": [asdict(e) for e in self.entries]}))
 
 
 def _unchanged(info: VideoInfo, path: str | Path) -> bool:

@@ -102,6 +102,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo, run_tour
 
+    _check_device(args.device)  # before any work
     if args.tour:
         run_tour(config_from_args(args), data_dir=args.data, device=args.device, seed=args.seed)
         return 0
@@ -288,9 +289,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import Trainer
+    from .train import Trainer, check_run_args
 
-    cfg = config_from_args(args)
+    # every flag is checked before any work: no folder made, no video indexed, no model built
+    cfg = C.validate(config_from_args(args))
+    check_run_args(max_steps=args.max_steps, log_every=args.log_every, save_every=args.save_every,
+                   keep_every=args.keep_every, eval_every=args.eval_every)
+    _check_device(args.device)
     trainer = Trainer(cfg, args.data, args.out, device=args.device, resume=not args.no_resume,
                       log_every=args.log_every, save_every=args.save_every, keep_every=args.keep_every,
                       tensorboard=not args.no_tensorboard, max_steps=args.max_steps, eval_davis=args.eval_davis,

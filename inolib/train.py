@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_write, atomic_write_text, remove_stale_temporaries
 from .checkpoint import save_checkpoint
-from .config import INOConfig
+from .config import INOConfig, validate
 from .data.clips import ClipDataset, ClipSampler, SkipLog, _seed, make_clip_loader
 from .data.index import VideoIndex, resolve_sources
 from .distributed import all_reduce_mean, barrier, ready
@@ -213,6 +213,31 @@ def read_log(path: str | Path) -> list[dict]:
     return records
 
 
+def _whole(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_run_args(*, max_steps: int | None = None, log_every: int = 10, save_every: int = 500, keep_every: int = 5,
+                   eval_every: int = 250, max_seconds: float | None = None, index_workers: int = 8) -> None:
+    """ValueError naming the ``ino train`` flag (``--max-steps``, ``--log-every``, ...) of a :class:`Trainer`
+    argument that cannot work: ``max_steps`` must be None (all epochs) or >= 1; ``log_every``, ``save_every``
+    and ``eval_every`` >= 1 (steps); ``keep_every`` >= 0 (epochs, 0: never); ``max_seconds`` None or > 0."""
+    found = []
+    if max_steps is not None and (not _whole(max_steps) or max_steps < 1):
+        found.append(f"--max-steps {max_steps}: must be >= 1 (omit it to train every epoch)")
+    for flag, value in (("--log-every", log_every), ("--save-every", save_every), ("--eval-every", eval_every)):
+        if not _whole(value) or value < 1:
+            found.append(f"{flag} {value}: must be >= 1 (steps)")
+    if not _whole(keep_every) or keep_every < 0:
+        found.append(f"--keep-every {keep_every}: must be >= 0 (epochs; 0 keeps no per-epoch copy)")
+    if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and max_seconds > 0):
+        found.append(f"max_seconds {max_seconds}: must be > 0 (a time budget in seconds)")
+    if not _whole(index_workers) or index_workers < 1:
+        found.append(f"index_workers {index_workers}: must be >= 1")
+    if found:
+        raise ValueError("; ".join(found))
+
+
 class Trainer:
     """INO training (Sec. 3, App. A.1): student + EMA teacher on clips of unlabeled videos.
 
@@ -237,18 +262,18 @@ class Trainer:
                  eval_networks: tuple[str, ...] = ("student", "teacher"), max_seconds: float | None = None):
         from .distributed import init_distributed
 
+        # everything given is checked before any work (no video indexed, no model built, no folder made)
+        validate(cfg)
+        check_run_args(max_steps=max_steps, log_every=log_every, save_every=save_every, keep_every=keep_every,
+                       eval_every=eval_every, max_seconds=max_seconds, index_workers=index_workers)
         self.cfg = cfg
         self.out = Path(out_dir)
         self.dist = init_distributed(device)
         self.device = self.dist.device
-        self.log_every, self.save_every, self.keep_every = max(1, log_every), max(1, save_every), keep_every
+        self.log_every, self.save_every, self.keep_every = log_every, save_every, keep_every
         self.progress = progress and self.dist.is_main
         self.max_steps = max_steps
-        if max_seconds is not None and not max_seconds > 0:
-            raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
         self.max_seconds = max_seconds  # a time budget for fit(): it stops at the first step boundary after it
-        if eval_davis is not None and eval_every < 1:
-            raise ValueError(f"--eval-every must be >= 1, got {eval_every}")
         bad = set(eval_networks) - {"student", "teacher"}
         if bad or not eval_networks:
             raise ValueError(f"eval_networks must be 'student' and/or 'teacher', got {eval_networks!r}")
@@ -258,8 +283,6 @@ class Trainer:
             from .validation import load_davis_for_validation
 
             self.eval_sequences = load_davis_for_validation(eval_davis)  # read once, before any training
-        if cfg.optim.amp not in AMP_DTYPES:
-            raise ValueError(f"optim.amp must be one of {sorted(AMP_DTYPES)}, got {cfg.optim.amp!r}")
         self.amp_dtype = AMP_DTYPES[cfg.optim.amp]
         if self.amp_dtype is torch.float16 and self.device.type == "cpu":
             warnings.warn("optim.amp fp16 is for GPUs; using bf16 autocast on the CPU", stacklevel=2)

@@ -64,6 +64,55 @@ def test_sources_folder_list_and_charades_csv(tmp_path, data_dir):
         resolve_sources(tmp_path / "nowhere")
 
 
+@pytest.mark.parametrize("how", ["chmod", "scandir"])
+def test_an_unreadable_subfolder_is_named_in_a_warning(tmp_path, data_dir, monkeypatch, how):
+    import errno
+
+    videos = tmp_path / "videos"
+    ok, secret = videos / "ok", videos / "secret"
+    for folder, name in ((ok, "a.mp4"), (secret, "b.mp4"), (secret / "deeper", "c.mp4")):
+        folder.mkdir(parents=True)
+        shutil.copy(data_dir / "videos/cotracker_apple/apple.mp4", folder / name)
+    if how == "chmod":
+        secret.chmod(0)
+        if os.access(secret, os.R_OK):  # root reads it anyway; the "scandir" case covers it
+            secret.chmod(0o755)
+            pytest.skip("chmod 000 does not stop this user (root) from reading")
+    else:  # what a folder without read permission does to a listing, for any user
+        real = os.scandir
+
+        def scandir(path="."):
+            if Path(path) == secret:
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real(path)
+
+        monkeypatch.setattr(os, "scandir", scandir)
+    try:
+        with pytest.warns(UserWarning, match=r"cannot read 1 folder.*secret \(Permission denied\)"):
+            found = find_videos(videos)
+    finally:
+        secret.chmod(0o755)
+    assert found == [ok / "a.mp4"]
+
+
+def test_space_and_tab_separated_lists_keep_every_row(tmp_path, data_dir):
+    def listed(text, name="list.txt"):
+        (tmp_path / name).write_text(text)
+        return [str(p.relative_to(tmp_path)) for p in read_video_list(tmp_path / name)]
+
+    assert listed("video1.mp4 label1\nvideo2.mp4 label2\n") == ["video1.mp4", "video2.mp4"]
+    assert listed("a.mp4 b.mp4\nc.mp4 d.mp4\n") == ["a.mp4", "c.mp4"]
+    assert listed("clip1.mp4\t12.5\nclip2.MP4\t3\n", "list.tsv") == ["clip1.mp4", "clip2.MP4"]
+    assert listed("path label\nsub/x.avi 3 4\n") == ["sub/x.avi"]  # a header row is still dropped
+    shutil.copy(data_dir / "videos/cotracker_apple/apple.mp4", tmp_path / "my clip.mp4")
+    assert listed("my clip.mp4\nmy clip.mp4 7\n") == ["my clip.mp4", "my clip.mp4"]  # spaces in a name
+    # the rows name real files: every one is indexed
+    real = real_videos(data_dir)
+    (tmp_path / "real.txt").write_text("".join(f"{p} {i}\n" for i, p in enumerate(real)))
+    idx = build(resolve_sources(tmp_path / "real.txt"))
+    assert len(idx.ok) == len(real) == 3 and not idx.skipped
+
+
 def test_index_probes_real_videos_and_cache_is_reused_until_a_file_changes(tmp_path, data_dir, monkeypatch):
     for p in real_videos(data_dir):
         shutil.copy(p, tmp_path / p.name)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -31,15 +32,56 @@ CACHE_VERSION = 1
 
 
 def find_videos(folder: str | Path) -> list[Path]:
-    """Video files under ``folder`` (recursive), sorted."""
+    """Video files under ``folder`` (recursive, symlinked folders not followed), sorted.
+
+    A subfolder that cannot be read (permission denied, removed while listing) is reported in one warning that
+    names it; its videos are left out. Raises FileNotFoundError when ``folder`` is not a folder.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"video folder not found: {folder}")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    unreadable: list[str] = []
+
+    def note(e: OSError) -> None:
+        unreadable.append(f"{e.filename} ({e.strerror or e})")
+
+    found = []
+    for dirpath, _, filenames in os.walk(folder, onerror=note):
+        for name in filenames:
+            p = Path(dirpath) / name
+            if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file():
+                found.append(p)
+    if unreadable:
+        warnings.warn(f"{folder}: cannot read {len(unreadable)} folder(s), their videos are left out: "
+                      + "; ".join(unreadable[:10]) + (f" (and {len(unreadable) - 10} more)" if len(unreadable) > 10
+                                                      else ""), stacklevel=2)
+    return sorted(found)
+
+
+# the shortest start of a list row that ends in a video extension, followed by a space, a tab or the end
+_VIDEO_AT_START = re.compile(r"^(.*?\.(?:" + "|".join(e[1:] for e in VIDEO_EXTENSIONS) + r"))(?=\s|$)",
+                             re.IGNORECASE)
+
+
+def _video_field(field: str, base: Path) -> str | None:
+    """The video path a list row's first field holds, or None when it names no video file.
+
+    The whole field when it is an existing file; else the shortest start of it that ends in a video extension
+    and is followed by a space or a tab, so a whitespace-separated row (``clip.mp4 label``, ``a.mp4 b.mp4``,
+    ``clip.mp4<TAB>12.5``) gives its path, and a path with spaces (``my clip.mp4``) stays whole.
+    """
+    field = field.strip()
+    p = Path(field)
+    if (p if p.is_absolute() else base / p).is_file():
+        return field
+    m = _VIDEO_AT_START.match(field)
+    return m.group(1) if m else None
 
 
 def read_video_list(list_file: str | Path, root: str | Path | None = None) -> list[Path]:
-    """Paths from a text/CSV list: first column of each row; a Charades ``id`` header maps ids to ``root/<id>.mp4``."""
+    """Paths from a text/CSV list: the video path each row starts with (comma-, tab- or space-separated columns,
+    see :func:`_video_field`); a first row without a video path is a header. A Charades ``id`` header maps ids to
+    ``root/<id>.mp4``."""
     list_file = Path(list_file)
     if not list_file.is_file():
         raise FileNotFoundError(f"video list not found: {list_file}")
@@ -56,9 +98,12 @@ def read_video_list(list_file: str | Path, root: str | Path | None = None) -> li
     base = Path(root) if root is not None else list_file.parent
     paths = []
     for i, r in enumerate(rows):
-        p = Path(r[0].strip())
-        if i == 0 and p.suffix.lower() not in VIDEO_EXTENSIONS:
-            continue  # a header row
+        field = _video_field(r[0], base)
+        if field is None:
+            if i == 0:
+                continue  # a header row (no video path in it)
+            field = r[0].strip()  # kept: the index reports it as missing or unreadable, naming it
+        p = Path(field)
         paths.append(p if p.is_absolute() else base / p)
     return paths
 

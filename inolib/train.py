@@ -199,18 +199,54 @@ def _set_rng_state(state: dict) -> None:
 
 
 def read_log(path: str | Path) -> list[dict]:
-    """The records of a run's ``log.jsonl`` (a run folder or the file); ValueError naming a broken line."""
+    """The records of a run's ``log.jsonl`` (a run folder or the file).
+
+    A last line that is not JSON (cut short when the process was killed or the disk filled up) is skipped with a
+    warning naming it; a broken line before the last raises ``ValueError`` naming the file and the line.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "log.jsonl"
+    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
     records = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not a JSON line ({e})") from None
+    for i, (n, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1:
+                warnings.warn(f"{path}:{n}: skipping the last line, which is not complete JSON (a write cut short "
+                              f"when the run stopped: {e})", stacklevel=2)
+                break
+            raise ValueError(f"{path}:{n}: not a JSON line ({e})") from None
     return records
+
+
+def truncate_log(path: str | Path, step: int) -> int:
+    """Cut a run's ``log.jsonl`` back to ``step``, the step a run starts (or resumes) from, so that it holds each
+    step once: the records of later steps (logged after the last checkpoint, before the process was killed; a
+    resumed run logs those steps again) and a torn last line are removed. Event records (``start``, ``resume``,
+    ``nan``, ``interrupted``) stay, as does a broken line before the last (:func:`read_log` names it). Rewritten
+    atomically, only when something is removed; returns the number of lines removed."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = []
+    for i, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                kept.append(line)
+            continue
+        later = isinstance(rec, dict) and "event" not in rec and isinstance(rec.get("step"), (int, float)) \
+            and rec["step"] > step
+        if not later:
+            kept.append(line)
+    removed = len(lines) - len(kept)
+    if removed:
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return removed
 
 
 def _whole(value) -> bool:
@@ -251,8 +287,12 @@ class Trainer:
     epoch end; ``checkpoint_eNNNN.pth`` every ``keep_every`` epochs), ``log.jsonl`` (one line per logged
     step), TensorBoard scalars under ``tb/`` and the video index cache. Resuming restores the weights, the
     optimizer, the scaler, the centers, every RNG and the position in the epoch, so a resumed run computes
-    the same steps as an uninterrupted one. A non-finite loss stops the run; the last checkpoint on disk is the
-    last good one.
+    the same steps as an uninterrupted one; ``log.jsonl`` is cut back to the starting step (:func:`truncate_log`),
+    so it holds each step once. A non-finite loss stops the run; the last checkpoint on disk is the last good one.
+    Temporary files that a killed writer left in ``out_dir`` are removed at start.
+
+    Every argument and ``cfg`` (:func:`inolib.config.validate`) is checked first, before any video is indexed or
+    any network built: ``ValueError`` naming the ``ino train`` flag.
     """
 
     def __init__(self, cfg: INOConfig, sources, out_dir: str | Path, device: str | torch.device = "cpu",
@@ -334,6 +374,8 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         if resume and (self.out / "checkpoint.pth").is_file():
             self.load(self.out / "checkpoint.pth")
+        if self.dist.is_main:
+            truncate_log(self.out / "log.jsonl", self.step)  # each step once in the log, also after a kill
         self._tb = None
         if tensorboard and self.dist.is_main:
             try:

@@ -190,14 +190,18 @@ def test_ino_train_under_torchrun_with_two_processes(tmp_path, data_dir):
     assert r.stdout.count("training 'smoke'") == 1
 
 
-def test_read_log_names_a_broken_line(tmp_path):
+def test_read_log_names_a_broken_line_and_skips_a_torn_last_line(tmp_path):
     from inolib.train import read_log
 
-    (tmp_path / "log.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n')
-    with pytest.raises(ValueError, match="log.jsonl:2"):
+    (tmp_path / "log.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 3, "loss": 1.0}\n')
+    with pytest.raises(ValueError, match="log.jsonl:2"):  # a broken line in the middle
         read_log(tmp_path)
     (tmp_path / "log.jsonl").write_text('{"step": 1, "loss": 2.0}\n\n')
     assert read_log(tmp_path / "log.jsonl") == [{"step": 1, "loss": 2.0}]
+    for torn in ('{"step": 1, "loss": 2.0}\n{"step": 2, "lo', '{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n\n'):
+        (tmp_path / "log.jsonl").write_text(torn)  # the process was killed (or the disk filled) mid-line
+        with pytest.warns(UserWarning, match="log.jsonl:2: skipping the last line"):
+            assert read_log(tmp_path) == [{"step": 1, "loss": 2.0}]
 
 
 def test_a_nan_on_one_process_stops_every_process(tmp_path, data_dir):
@@ -537,3 +541,20 @@ def test_temporary_files_of_a_dead_writer_are_removed_at_start(tmp_path, data_di
     with pytest.warns(UserWarning, match=f"checkpoint.pth.tmp{dead}"):
         Trainer(small_cfg(), data_dir / "videos", run, progress=False, tensorboard=False).close()
     assert [p.exists() for p in stale] == [False, False] and all(p.exists() for p in kept)
+
+
+def test_resume_cuts_the_log_back_to_the_checkpoint(tmp_path, data_dir):
+    """Steps logged after the last checkpoint and a torn last line (a kill) are not kept twice or broken."""
+    run = tmp_path / "run"
+    cfg = small_cfg()
+    kw = dict(log_every=1, progress=False, tensorboard=False)
+    Trainer(cfg, data_dir / "videos", run, max_steps=2, **kw).fit()  # checkpoint at step 2
+    with open(run / "log.jsonl", "a") as f:  # steps 3 and 4 logged, then killed while writing step 5
+        f.write('{"step": 3, "epoch": 1, "loss": 99.0}\n{"step": 4, "epoch": 2, "loss": 99.0}\n{"step": 5, "lo')
+    tr = Trainer(cfg, data_dir / "videos", run, max_steps=4, **kw)
+    assert tr.step == 2
+    tr.fit()
+    records = read_log(run)  # every line is JSON
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert all(r["loss"] != 99.0 for r in records if "loss" in r)
+    assert [(r["event"], r["step"]) for r in records if "event" in r] == [("start", 0), ("resume", 2)]

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .atomic import atomic_write, atomic_write_text, remove_stale_temporaries
 from .checkpoint import save_checkpoint
 from .config import INOConfig, validate
-from .data.clips import ClipDataset, ClipSampler, SkipLog, _seed, make_clip_loader
+from .data.clips import ClipDataset, ClipSampler, SkipLog, UnusableVideos, _seed, make_clip_loader
 from .data.index import VideoIndex, resolve_sources
 from .distributed import all_reduce_mean, barrier, ready
 from .losses import INOLoss
@@ -543,6 +543,22 @@ class Trainer:
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return float(t.item())
 
+    def _checked(self, batches, epoch: int, bar):
+        """``batches``, with :class:`UnusableVideos` (no video left that decodes) re-raised with the dataset's own
+        one-line message (a loader worker's error carries its traceback), logged as an event, the progress ``bar``
+        closed first (the message then starts a line of its own)."""
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except UnusableVideos as e:
+                error = UnusableVideos.from_loader(e)
+                bar.close()
+                self._log({"event": "no_usable_video", "step": self.step, "epoch": epoch + 1, "error": str(error)})
+                raise error from None
+            yield batch
+
     def _fit(self, stop: StopRequests) -> dict:
         cfg, o = self.cfg, self.cfg.optim
         end = self.total_steps if self.max_steps is None else min(self.total_steps, self.max_steps)
@@ -565,7 +581,7 @@ class Trainer:
             bar = tqdm(total=self.steps_per_epoch, initial=in_epoch, desc=f"epoch {epoch + 1}/{self.total_steps // self.steps_per_epoch}",
                        unit="step", disable=not self.progress)
             t0, seen = time.perf_counter(), 0
-            for batch in batches:
+            for batch in self._checked(batches, epoch, bar):
                 if self.step >= end:
                     break
                 self.skips.update(batch)

@@ -137,6 +137,27 @@ def test_index_probes_real_videos_and_cache_is_reused_until_a_file_changes(tmp_p
     assert calls == ["apple.mp4"]
 
 
+def test_a_video_replaced_with_the_same_size_and_time_or_removed_is_probed_again(tmp_path, data_dir):
+    """A stale index entry (280 frames of 340x256 for what is now a 50-frame 1296x720 video) is never used."""
+    arm = (data_dir / "videos/kinetics400_mmaction2/demo_arm_wrestling.mp4").read_bytes()
+    apple = (data_dir / "videos/cotracker_apple/apple.mp4").read_bytes()
+    size = max(len(arm), len(apple))  # both padded to one size: decoders ignore bytes after the last atom
+    video, gone = tmp_path / "v.mp4", tmp_path / "gone.mp4"
+    video.write_bytes(arm.ljust(size, b"\0"))
+    gone.write_bytes(arm)
+    cache = tmp_path / "run" / "video_index.json"
+    first = build([video, gone], cache_file=cache)
+    assert (first.entries[0].num_frames, first.entries[0].width) == (280, 340) and not first.skipped
+    st = video.stat()
+    video.write_bytes(apple.ljust(size, b"\0"))  # another video, same size ...
+    os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... and the same time (cp -p, rsync -t, a restore)
+    assert (video.stat().st_size, video.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    gone.unlink()
+    with pytest.warns(UserWarning, match=r"skipping 1 of 2 files: .*gone.mp4: missing"):
+        again = VideoIndex.build([video, gone], cache_file=cache, progress=False)
+    assert (again.entries[0].num_frames, again.entries[0].width) == (50, 1296)
+
+
 # -- clips -------------------------------------------------------------------------------------------
 
 def test_clips_are_four_frames_at_8_fps_of_the_native_rate(data_dir):

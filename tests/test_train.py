@@ -558,3 +558,42 @@ def test_resume_cuts_the_log_back_to_the_checkpoint(tmp_path, data_dir):
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
     assert all(r["loss"] != 99.0 for r in records if "loss" in r)
     assert [(r["event"], r["step"]) for r in records if "event" in r] == [("start", 0), ("resume", 2)]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_every_video_failing_while_training_is_one_clear_error(tmp_path, data_dir, workers):
+    """Indexing succeeded, then every file was cut short: a ValueError naming the files, not a traceback or a loop."""
+    from inolib.data.clips import UnusableVideos
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        shutil.copy(data_dir / "videos/kinetics400_mmaction2/demo_arm_wrestling.mp4", videos / name)
+    tr = Trainer(small_cfg(**{"optim.num_workers": str(workers)}), videos, tmp_path / "run", progress=False,
+                 tensorboard=False, max_steps=3)
+    for name in ("a.mp4", "b.mp4"):  # damaged after indexing (a copy cut short, a failing disk)
+        (videos / name).write_bytes((videos / name).read_bytes()[:3000])
+    with pytest.raises(UnusableVideos) as e:
+        tr.fit()
+    msg = str(e.value)
+    assert isinstance(e.value, ValueError) and len(msg.splitlines()) == 1 and "Traceback" not in msg, msg
+    assert "no video left to train on" in msg and "a.mp4" in msg and "b.mp4" in msg
+    assert "changed since it was indexed" in msg  # the reason: the files are not what was indexed
+    assert read_log(tmp_path / "run")[-1]["event"] == "no_usable_video"
+
+
+def test_ino_train_reports_videos_that_all_fail_while_training_in_one_line(tmp_path, data_dir, capsys, monkeypatch):
+    import inolib.data.clips
+
+    def broken(path, indices, size=None):
+        raise ValueError(f"{path}: cannot decode frame {int(indices[0])}")
+
+    monkeypatch.setattr(inolib.data.clips, "read_frames", broken)
+    from inolib.cli import main
+
+    assert main(["train", "--preset", "smoke", "--data", str(data_dir / "videos"), "--out", str(tmp_path / "r"),
+                 "--no-tensorboard", "--max-steps", "2"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "ino train" in line]  # (stderr also has the progress bars)
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert errors[0].startswith("ino train: error: no video left to train on") and "apple.mp4" in errors[0]

@@ -9,7 +9,8 @@ Sources (``resolve_sources``):
 
 ``VideoIndex.build`` probes every file once (frame count, fps, size, or the reason it is unusable),
 in parallel threads with a progress bar, and caches the result as JSON next to the run. A second start
-reads the cache; files whose size or modification time changed (or that are new) are probed again.
+reads the cache; files whose size, modification time or status change time changed (rewritten, replaced by
+another file, also one copied with its times kept), that were removed, or that are new are probed again.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_write_text
 from .video import VIDEO_EXTENSIONS, VideoInfo, probe_video
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: entries hold ctime_ns
 
 
 def find_videos(folder: str | Path) -> list[Path]:
@@ -180,11 +181,29 @@ class VideoIndex:
 
 
 def _unchanged(info: VideoInfo, path: str | Path) -> bool:
+    """Whether the file at ``path`` is still the one ``info`` describes: same size, modification time and status
+    change time (a copy with its times kept, ``cp -p`` or ``rsync -t``, still gets a new ctime), or still missing."""
     try:
         st = os.stat(path)
     except OSError:
         return info.size_bytes == -1 and info.error is not None  # still missing
-    return st.st_size == info.size_bytes and st.st_mtime_ns == info.mtime_ns
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (info.size_bytes, info.mtime_ns, info.ctime_ns)
+
+
+def describe_change(info: VideoInfo) -> str | None:
+    """Why the file at ``info.path`` is no longer the one that was indexed, or None if it still is: for the
+    message of a file that fails to decode while training (``removed since it was indexed``, ...)."""
+    if info.size_bytes == -1:
+        return None  # missing when indexed: not a change
+    try:
+        st = os.stat(info.path)
+    except OSError:
+        return "removed since it was indexed"
+    if st.st_size != info.size_bytes:
+        return f"changed since it was indexed ({info.size_bytes} -> {st.st_size} bytes)"
+    if (st.st_mtime_ns, st.st_ctime_ns) != (info.mtime_ns, info.ctime_ns):
+        return "changed since it was indexed (rewritten or replaced)"
+    return None
 
 
 def _read_cache(cache_file: str | Path) -> dict[str, VideoInfo]:

@@ -291,7 +291,9 @@ class Trainer:
     so it holds each step once. A non-finite loss stops the run; the last checkpoint on disk is the last good one.
     Temporary files that a killed writer left in ``out_dir`` are removed at start.
 
-    Every argument and ``cfg`` (:func:`inolib.config.validate`) is checked first, before any video is indexed or
+    ``sources``: video folders, video files, list files (``video_root``: where a list's videos are, e.g. the
+    ``Charades_v1_480/`` folder of ``Charades_v1_train.csv``; see :func:`inolib.data.index.resolve_sources`) and
+    ``synthetic:N``. Every argument and ``cfg`` (:func:`inolib.config.validate`) is checked first, before any video is indexed or
     any network built: ``ValueError`` naming the ``ino train`` flag.
     """
 
@@ -299,7 +301,8 @@ class Trainer:
                  resume: bool = True, log_every: int = 10, save_every: int = 500, keep_every: int = 5,
                  progress: bool = True, tensorboard: bool = True, max_steps: int | None = None,
                  index_workers: int = 8, eval_davis: str | Path | None = None, eval_every: int = 250,
-                 eval_networks: tuple[str, ...] = ("student", "teacher"), max_seconds: float | None = None):
+                 eval_networks: tuple[str, ...] = ("student", "teacher"), max_seconds: float | None = None,
+                 video_root: str | Path | None = None):
         from .distributed import init_distributed
 
         # everything given is checked before any work (no video indexed, no model built, no folder made)
@@ -337,7 +340,7 @@ class Trainer:
 
         # data: every process indexes the same sources (cached), then takes its share of the clips
         sources = self._synthetic_sources(sources)
-        paths = resolve_sources(sources)
+        paths = resolve_sources(sources, root=video_root)
         if not paths:
             raise ValueError(f"no video found in {sources!r}")
         cache = self.out / "video_index.json"

@@ -2,10 +2,11 @@
 
 Sources (``resolve_sources``):
     * a folder, searched recursively for .mp4 .webm .mkv .avi .mov files;
-    * a text/CSV list whose first column is a video path (the released ``charades_train_list.csv``);
-      relative paths are taken relative to ``root`` (or the list's folder);
-    * Charades' own ``Charades_v1_train.csv`` (a header with an ``id`` column) plus its video folder
-      (``root``, e.g. ``Charades_v1_480/``): the file of id X is ``root/X.mp4``.
+    * a text/CSV list whose rows start with a video path (the released ``charades_train_list.csv``; columns
+      separated by commas, tabs or spaces); relative paths are taken relative to ``root`` (or the list's folder);
+    * Charades' own ``Charades_v1_train.csv`` / ``Charades_v1_test.csv`` (a header with an ``id`` column), as
+      downloaded: the file of id X is ``root/X.mp4``, ``root`` by default ``Charades_v1_480/`` next to the csv
+      (``ino train --video-root`` sets it); ids without a file are left out with a warning naming them.
 
 ``VideoIndex.build`` probes every file once (frame count, fps, size, or the reason it is unusable),
 in parallel threads with a progress bar, and caches the result as JSON next to the run. A second start
@@ -92,10 +93,7 @@ def read_video_list(list_file: str | Path, root: str | Path | None = None) -> li
         raise ValueError(f"{list_file}: the video list is empty")
     header = [c.strip().lower() for c in rows[0]]
     if "id" in header and not Path(rows[0][0]).suffix.lower() in VIDEO_EXTENSIONS:  # Charades_v1_*.csv
-        if root is None:
-            raise ValueError(f"{list_file} is a Charades annotation file (column 'id'): pass the video folder as root")
-        col = header.index("id")
-        return [Path(root) / f"{r[col].strip()}.mp4" for r in rows[1:] if len(r) > col and r[col].strip()]
+        return _charades_videos(list_file, rows, header.index("id"), root)
     base = Path(root) if root is not None else list_file.parent
     paths = []
     for i, r in enumerate(rows):
@@ -109,8 +107,46 @@ def read_video_list(list_file: str | Path, root: str | Path | None = None) -> li
     return paths
 
 
+CHARADES_FOLDER = "Charades_v1_480"  # the folder Charades' videos unpack to (Charades_v1_480.zip)
+
+
+def _charades_videos(list_file: Path, rows: list[list[str]], col: int, root: str | Path | None) -> list[Path]:
+    """The videos of a Charades annotation file (``Charades_v1_train.csv``, ids in column ``col``): ``<id>.mp4``
+    in ``root``, by default ``Charades_v1_480/`` next to the file, as the download unpacks.
+
+    The ids whose file is missing are left out with one warning naming the first ten and how many there are (a
+    partial download still trains); none found, or no such folder, is an error naming the folder."""
+    ids = [r[col].strip() for r in rows[1:] if len(r) > col and r[col].strip()]
+    if not ids:
+        raise ValueError(f"{list_file}: a Charades annotation file (column 'id') without any id")
+    folder = Path(root) if root is not None else list_file.parent / CHARADES_FOLDER
+    if not folder.is_dir():
+        where = "--video-root" if root is not None else f"the default: {CHARADES_FOLDER}/ next to the csv"
+        raise FileNotFoundError(f"{list_file} is a Charades annotation file (column 'id'); its videos <id>.mp4 were "
+                                f"looked for in {folder} ({where}), which is not a folder: pass the folder of the "
+                                f"videos with --video-root")
+    paths = [folder / f"{i}.mp4" for i in ids]
+    missing = [i for i, p in zip(ids, paths) if not p.is_file()]
+
+    def first(n: int = 10) -> str:
+        return ", ".join(missing[:n]) + (", ..." if len(missing) > n else "")
+
+    if len(missing) == len(ids):
+        raise ValueError(f"{list_file}: none of its {len(ids)} videos is in {folder} (no <id>.mp4 for {first()}); "
+                         f"pass the folder of the videos with --video-root")
+    if missing:
+        warnings.warn(f"{list_file}: {len(missing)} of its {len(ids)} videos are not in {folder} and are left out "
+                      f"(ids {first()}); training on the other {len(ids) - len(missing)}", stacklevel=3)
+        gone = set(missing)
+        paths = [p for i, p in zip(ids, paths) if i not in gone]
+    return paths
+
+
 def resolve_sources(source: str | Path | list, root: str | Path | None = None) -> list[Path]:
-    """Video paths from a folder, a list file, or a list of those (see the module docstring)."""
+    """Video paths from a folder, a video file, a list file, or a list of those (see the module docstring).
+
+    ``root`` (``ino train --video-root``) is where the videos of a list file are: Charades' ``<id>.mp4`` files
+    (default ``Charades_v1_480/`` next to the csv) or the folder relative paths start from (default the list's)."""
     if isinstance(source, (list, tuple)):
         return [p for s in source for p in resolve_sources(s, root)]
     source = Path(source)

@@ -25,7 +25,6 @@ file; anything else is refused, naming the file and the object, unless ``trust=T
 from __future__ import annotations
 
 import math
-import os
 import re
 import warnings
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atomic import atomic_write
 from .config import INOConfig
 from .model import INOViT
 
@@ -45,7 +45,8 @@ FORMAT = "inolib"
 def save_checkpoint(path: str | Path, cfg: INOConfig, student: nn.Module, teacher: nn.Module | None = None,
                     **extra: Any) -> Path:
     """Write ``{"format": "inolib", "config": cfg.to_dict(), "student", "teacher", **extra}`` atomically
-    (a temporary file renamed over the target: an interrupted save never leaves a broken checkpoint)."""
+    (:func:`inolib.atomic.atomic_write`: a temporary file renamed over the target, removed if the save fails, so
+    an interrupted or failed save, e.g. a full disk, leaves the previous checkpoint and no orphan file)."""
     from .teacher import unwrap
 
     path = Path(path)
@@ -54,10 +55,7 @@ def save_checkpoint(path: str | Path, cfg: INOConfig, student: nn.Module, teache
     if teacher is not None:
         state["teacher"] = unwrap(teacher).state_dict()
     state.update(extra)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def _allowed_globals() -> list:
@@ -287,7 +285,4 @@ def export_backbones(run_checkpoint: str | Path, out_path: str | Path, dtype: to
     state = {"format": FORMAT, "config": ck["config"], "student": backbone(ck["student"]),
              "teacher": backbone(ck["teacher"]), "step": ck.get("step"), **extra}
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, out_path)
-    return out_path
+    return atomic_write(out_path, lambda tmp: torch.save(state, tmp))

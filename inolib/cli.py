@@ -7,6 +7,7 @@
     ino propagate --checkpoint CKPT --davis ROOT --out DIR      label propagation (also --ytvos, --video)
     ino evaluate --davis ROOT --results DIR                     DAVIS J&F tables
     ino train --data VIDEOS --out RUN [--preset tiny]           INO training (torchrun for several GPUs)
+    ino train --data Charades_v1_train.csv [--video-root Charades_v1_480] --out RUN --preset charades
 
 Every config field is a flag ``--<section>.<field>``; the flags are generated from the dataclasses in
 :mod:`inolib.config`, so the command line never drifts from the code.
@@ -110,6 +111,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo, run_tour
 
+    _check_device(args.device)  # before any work
     if args.tour:
         run_tour(config_from_args(args), data_dir=args.data, device=args.device, seed=args.seed)
         return 0
@@ -296,13 +298,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import Trainer
+    from .train import Trainer, check_run_args
 
-    cfg = config_from_args(args)
+    # every flag is checked before any work: no folder made, no video indexed, no model built
+    cfg = C.validate(config_from_args(args))
+    check_run_args(max_steps=args.max_steps, log_every=args.log_every, save_every=args.save_every,
+                   keep_every=args.keep_every, eval_every=args.eval_every)
+    _check_device(args.device)
     trainer = Trainer(cfg, args.data, args.out, device=args.device, resume=not args.no_resume,
                       log_every=args.log_every, save_every=args.save_every, keep_every=args.keep_every,
                       tensorboard=not args.no_tensorboard, max_steps=args.max_steps, eval_davis=args.eval_davis,
-                      eval_every=args.eval_every)
+                      eval_every=args.eval_every, video_root=args.video_root)
     if trainer.dist.is_main:
         print(f"training {cfg.name!r} on {len(trainer.dataset.videos)} videos: {trainer.steps_per_epoch} steps per "
               f"epoch x {trainer.total_steps // trainer.steps_per_epoch} epochs, {trainer.dist.world_size} process(es) on {trainer.device}"
@@ -392,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, "tiny")
     p.add_argument("--data", nargs="+", required=True, help="video folder(s), video files, list files (Charades csv), or synthetic:N "
                         "(N seeded synthetic videos, written into OUT/synthetic; see --synthetic.*)")
+    p.add_argument("--video-root", default=None, metavar="DIR",
+                   help="where the videos of a --data list file are: the <id>.mp4 files of Charades' annotation csv "
+                        "(default: Charades_v1_480/ next to Charades_v1_train.csv, as downloaded), or the folder "
+                        "relative paths in a list start from (default: the list's folder)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, tb/")
     p.add_argument("--device", default="cpu", help="cpu or cuda (each torchrun process takes GPU LOCAL_RANK)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint.pth exists")

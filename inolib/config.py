@@ -282,6 +282,201 @@ def course_mode(requested: str | None = None, gpu: bool | None = None) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Validation
+
+
+def _shown(value: Any) -> str:
+    """A value as the command line spells it: ``0.8,0.95`` for a tuple, ``0`` for ``0.0``."""
+    if isinstance(value, tuple):
+        return ",".join(_shown(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _has_type(value: Any, tp: Any) -> bool:
+    """Whether ``value`` is of the annotated type ``tp`` (an int is a float too; a bool is not a number)."""
+    if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        return isinstance(value, tuple) and len(value) == len(args) and all(map(_has_type, value, args))
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp) if isinstance(tp, type) else True
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is tuple:
+        return f"{len(typing.get_args(tp))} comma-separated numbers"
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def problems(cfg: INOConfig) -> list[str]:
+    """Every value of ``cfg`` that cannot work for training, one ``--section.field VALUE: reason`` each (empty
+    when all is well). See :func:`validate`."""
+    out: list[str] = []
+    for key, tp, _ in iter_fields():  # types first: the rules below compare numbers
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if not _has_type(value, tp):
+            out.append(f"--{key} {_shown(value)}: must be {_type_name(tp)}")
+    if out:
+        return out
+
+    def bad(key: str, rule: str) -> None:
+        section, name = key.split(".")
+        out.append(f"--{key} {_shown(getattr(getattr(cfg, section), name))}: {rule}")
+
+    def at_least(key: str, low: float, why: str = "") -> None:
+        section, name = key.split(".")
+        if not getattr(getattr(cfg, section), name) >= low:
+            bad(key, f"must be >= {low:g}" + (f" ({why})" if why else ""))
+
+    def positive(key: str, why: str = "") -> None:
+        section, name = key.split(".")
+        if not getattr(getattr(cfg, section), name) > 0:
+            bad(key, "must be > 0" + (f" ({why})" if why else ""))
+
+    def probability(key: str) -> None:
+        section, name = key.split(".")
+        if not 0 <= getattr(getattr(cfg, section), name) <= 1:
+            bad(key, "must be in [0, 1] (a probability)")
+
+    def choice(key: str, allowed: tuple[str, ...]) -> None:
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name) not in allowed:
+            bad(key, "must be one of " + ", ".join(allowed))
+
+    def scale_range(key: str) -> None:
+        section, name = key.split(".")
+        lo, hi = getattr(getattr(cfg, section), name)
+        if not 0 < lo <= hi <= 1:
+            bad(key, "must be MIN,MAX with 0 < MIN <= MAX <= 1 (shares of the frame's area)")
+
+    m, c, k, loss, o, p, s = cfg.model, cfg.crops, cfg.masking, cfg.loss, cfg.optim, cfg.propagation, cfg.synthetic
+    # model
+    for key in ("model.patch_size", "model.embed_dim", "model.depth", "model.num_heads", "model.head_out_dim",
+                "model.head_hidden_dim", "model.head_bottleneck_dim", "model.head_num_layers"):
+        at_least(key, 1)
+    if m.num_heads >= 1 and m.embed_dim >= 1 and m.embed_dim % m.num_heads:
+        bad("model.num_heads", f"must divide --model.embed_dim {m.embed_dim}")
+    positive("model.mlp_ratio")
+    if not 0 <= m.drop_path_rate < 1:
+        bad("model.drop_path_rate", "must be in [0, 1)")
+    if m.patch_size >= 1 and (m.pos_embed_size < m.patch_size or m.pos_embed_size % m.patch_size):
+        bad("model.pos_embed_size", f"must be a multiple of --model.patch_size {m.patch_size}")
+    choice("model.pos_embed_resize", ("released", "timm"))
+    if not 1 <= m.feature_block <= max(m.depth, 1):
+        bad("model.feature_block", f"must be a block of the ViT: 1..{m.depth} (--model.depth)")
+    # crops
+    if c.clip_len < 2 or c.clip_len % 2:
+        bad("crops.clip_len", "must be even and >= 2 (the out-losses pair frame n with frame L/2 + n)")
+    positive("crops.fps", "frames per second the videos are resampled to")
+    at_least("crops.clips_per_video", 1)
+    at_least("crops.num_local", 0, "0: no local crops")
+    for key, size in (("crops.global_size", c.global_size), ("crops.local_size", c.local_size)):
+        if key == "crops.local_size" and c.num_local == 0:
+            continue
+        if m.patch_size >= 1 and (size < m.patch_size or size % m.patch_size):
+            bad(key, f"must be a multiple of --model.patch_size {m.patch_size} (pixels)")
+    scale_range("crops.global_scale")
+    scale_range("crops.local_scale")
+    if not 0 < c.ratio[0] <= c.ratio[1]:
+        bad("crops.ratio", "must be MIN,MAX aspect ratios with 0 < MIN <= MAX")
+    for key in ("crops.flip_p", "crops.jitter_p", "crops.grayscale_p", "crops.blur_p"):
+        probability(key)
+    if min(c.jitter) < 0 or c.jitter[3] > 0.5:
+        bad("crops.jitter", "brightness, contrast, saturation must be >= 0 and hue in [0, 0.5]")
+    if not 0 < c.blur_sigma[0] <= c.blur_sigma[1]:
+        bad("crops.blur_sigma", "must be MIN,MAX with 0 < MIN <= MAX")
+    if min(c.std) <= 0:
+        bad("crops.std", "must be > 0 for every channel")
+    # masking
+    choice("masking.mode", ("random", "block"))
+    probability("masking.prob")
+    if not 0 <= k.ratio[0] <= k.ratio[1] <= 1:
+        bad("masking.ratio", "must be MIN,MAX with 0 <= MIN <= MAX <= 1 (shares of the patches)")
+    at_least("masking.block_min_patches", 1)
+    if not 0 < k.block_aspect <= 1:
+        bad("masking.block_aspect", "must be in (0, 1] (blocks take aspects from a to 1/a)")
+    # losses
+    for key in ("loss.student_temp", "loss.teacher_temp", "loss.aff_student_temp", "loss.aff_teacher_temp"):
+        positive(key, "a softmax temperature")
+    probability("loss.center_momentum")
+    choice("loss.center_update", ("released", "step"))
+    choice("loss.out_weighting", ("reference", "paper"))
+    for key in ("loss.weight_out", "loss.weight_mim", "loss.weight_aff"):
+        at_least(key, 0)
+    if not (loss.g2g or loss.l2g or loss.mim or loss.aff):
+        out.append("--loss.g2g/l2g/mim/aff false: every loss is off, there is nothing to learn from")
+    # optimisation
+    at_least("optim.epochs", 1)
+    at_least("optim.batch_size_per_gpu", 1, "clips per process and step")
+    at_least("optim.base_lr", 0)
+    at_least("optim.min_lr", 0)
+    if not 0 <= o.warmup_epochs <= max(o.epochs, 0):
+        bad("optim.warmup_epochs", f"must be in 0..{o.epochs} (--optim.epochs)")
+    at_least("optim.weight_decay", 0)
+    at_least("optim.weight_decay_end", 0)
+    probability("optim.momentum_teacher")
+    at_least("optim.clip_grad", 0, "0: no clipping")
+    at_least("optim.freeze_last_layer", 0, "epochs")
+    choice("optim.schedule", ("clean", "released"))
+    if o.schedule == "released" and o.epochs < 2:
+        bad("optim.epochs", "must be >= 2 with --optim.schedule released (it runs epochs - 1 of them)")
+    choice("optim.amp", ("bf16", "fp16", "none"))
+    at_least("optim.num_workers", 0, "0: load in the main process")
+    at_least("optim.seed", 0)
+    # propagation (used by --eval-davis and by ino propagate with the trained model)
+    at_least("propagation.topk", 1, "sources kept per query")
+    at_least("propagation.num_context", 0, "previous frames")
+    at_least("propagation.radius", 0, "patch cells")
+    if not (p.temperature > 0 and p.temperature < float("inf")):
+        bad("propagation.temperature", "must be a finite number > 0")
+    at_least("propagation.round_to", 0, "0: the patch size")
+    at_least("propagation.short_side", 0, "0: no resize")
+    least = max(m.patch_size, p.round_to)
+    if p.short_side and p.short_side < least:
+        bad("propagation.short_side", f"is smaller than one {m.patch_size}-pixel patch (and the long side is floored "
+                                      f"to a multiple of {p.round_to or m.patch_size}): use at least {least}")
+    choice("propagation.resize", ("released", "antialias"))
+    if not 1 <= p.feature_block <= max(m.depth, 1):
+        bad("propagation.feature_block", f"must be a block of the ViT: 1..{m.depth} (--model.depth)")
+    choice("propagation.checkpoint_key", ("student", "teacher"))
+    # synthetic videos (synthetic:N sources)
+    at_least("synthetic.num_frames", 1)
+    at_least("synthetic.height", 16, "pixels")
+    at_least("synthetic.width", 16, "pixels")
+    if not 1 <= s.num_objects <= 254:
+        bad("synthetic.num_objects", "must be in 1..254 (255 is the void label)")
+    positive("synthetic.fps")
+    at_least("synthetic.seed", 0)
+    return out
+
+
+def validate(cfg: INOConfig) -> INOConfig:
+    """Check a whole configuration before it is used for training; returns ``cfg``.
+
+    Raises ``ValueError`` listing every value that cannot work, each named by its command-line flag, e.g.
+    ``--loss.teacher_temp 0: must be > 0 (a softmax temperature)``: temperatures <= 0, crop scales outside
+    (0, 1] or MIN > MAX, sizes that are not multiples of the patch, a clip length that is odd, counts (epochs,
+    batch, clips per video, heads, ...) below 1, warmup longer than the run, probabilities and momenta outside
+    [0, 1], a feature block the ViT does not have, a propagation top-k below 1, radius below 0 or short side
+    below one patch, unknown mode strings, every loss switched off. Every preset passes.
+    """
+    if not isinstance(cfg, INOConfig):
+        raise ValueError(f"validate expects an INOConfig, got {type(cfg).__name__}")
+    found = problems(cfg)
+    if found:
+        raise ValueError(("invalid configuration: " if len(found) > 1 else "") + "; ".join(found))
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------------
 # Dict round trip and dotted overrides
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -38,6 +37,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write
 from .data.vos import VOID_LABEL, VOSSequence, list_davis_sequences, read_davis_sequence
 
 BOUND_TH = 0.008
@@ -513,14 +513,11 @@ def write_tables(result: dict, results_dir: str | Path, split: str | None = None
             s_path: [SEQUENCE_COLUMNS] + [[key, _csv_number(row["J_mean"]), _csv_number(row["F_mean"])]
                                           for key, row in result["objects"].items()]}
     for path, lines in rows.items():  # atomic: a temporary file renamed over the table
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
+        def write(tmp, lines=lines):
             with open(tmp, "w", newline="") as f:
                 csv.writer(f, lineterminator="\n").writerows(lines)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+
+        atomic_write(path, write)
     return g_path, s_path
 
 

@@ -23,6 +23,8 @@ Every masked loss takes its mask as bool (B, T, N). The patch tensors may be the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -223,8 +225,66 @@ class INOLoss(nn.Module):
         self.cfg = cfg
         self.center = Center(out_dim, cfg.center_momentum)
 
+    def _check_inputs(self, student, teacher, teacher_temp) -> None:
+        """ValueError naming the argument and the expected shape (see :meth:`forward`)."""
+        K = self.center.cls.shape[-1]
+
+        def shape(x) -> str:
+            return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else f"a {type(x).__name__}"
+
+        for name, d in (("student", student), ("teacher", teacher)):
+            if not isinstance(d, Mapping):
+                raise ValueError(f"INOLoss: {name} must be the dict of INONetwork outputs ('cls_global', ...), "
+                                 f"got a {type(d).__name__}")
+            if not isinstance(d.get("cls_global"), torch.Tensor):
+                raise ValueError(f"INOLoss: {name}['cls_global'] must be a tensor (B, T, K) of class logits, got "
+                                 + ("nothing (no such key)" if "cls_global" not in d else shape(d["cls_global"])))
+        s = student["cls_global"]
+        if s.dim() != 3 or s.shape[1] < 2 or s.shape[1] % 2 or s.shape[-1] != K:
+            raise ValueError(f"INOLoss: student['cls_global'] must be (B, T, K) with T even >= 2 (frame pairs) and "
+                             f"K = {K} (the head's out_dim), got {shape(s)}")
+        B, T = s.shape[:2]
+        if teacher["cls_global"].shape != s.shape:
+            raise ValueError(f"INOLoss: teacher['cls_global'] must be ({B}, {T}, {K}) like student['cls_global'], "
+                             f"got {shape(teacher['cls_global'])}")
+        loc = student.get("cls_local")
+        if loc is not None and (not isinstance(loc, torch.Tensor) or loc.dim() != 4 or loc.shape[:2] != (B, T)
+                                or loc.shape[-1] != K):
+            raise ValueError(f"INOLoss: student['cls_local'] must be (B, T, M, K) = ({B}, {T}, M, {K}), got "
+                             f"{shape(loc)}")
+        patch = student.get("patch")
+        if patch is not None:
+            if not isinstance(patch, torch.Tensor) or patch.dim() != 4 or patch.shape[:2] != (B, T) \
+                    or patch.shape[-1] != K:
+                raise ValueError(f"INOLoss: student['patch'] must be (B, T, P, K) = ({B}, {T}, P, {K}), got "
+                                 f"{shape(patch)}")
+            P = patch.shape[2]
+            mask = student.get("patch_mask")
+            if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != patch.shape[:3]:
+                raise ValueError(f"INOLoss: student['patch_mask'] must be bool ({B}, {T}, {P}), True where "
+                                 f"student['patch'] holds a masked patch, got "
+                                 + ("nothing" if mask is None else f"{getattr(mask, 'dtype', '')} {shape(mask)}"))
+            t_patch = teacher.get("patch")
+            if t_patch is not None and (not isinstance(t_patch, torch.Tensor) or t_patch.shape != patch.shape):
+                raise ValueError(f"INOLoss: teacher['patch'] must be {tuple(patch.shape)} like student['patch'] "
+                                 f"(the teacher run with the same mask), got {shape(t_patch)}")
+        if teacher_temp is not None and not (isinstance(teacher_temp, (int, float)) and teacher_temp > 0):
+            raise ValueError(f"INOLoss: teacher_temp must be > 0, got {teacher_temp!r}")
+
     def forward(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
                 update_center: bool = True, teacher_temp: float | None = None) -> dict[str, torch.Tensor]:
+        """L_INO of one step, then the center update.
+
+        Args:
+            student: ``cls_global`` (B, T, K), T even; optional ``cls_local`` (B, T, M, K); optional ``patch``
+                (B, T, P, K) with ``patch_mask`` bool (B, T, P) (the compact or the full layout, P = N).
+            teacher: ``cls_global`` (B, T, K); ``patch`` (B, T, P, K) when the student has patch logits.
+            update_center: False leaves the centers as they are.
+            teacher_temp: overrides ``loss.teacher_temp`` for this step (> 0).
+        Returns ``{"loss", "out", "g2g", "l2g", "mim", "aff"}`` (0-d tensors). Raises ``ValueError`` naming the
+        argument and the expected shape for inputs of another shape (K is the ``out_dim`` given at construction).
+        """
+        self._check_inputs(student, teacher, teacher_temp)
         c = self.cfg
         tt = c.teacher_temp if teacher_temp is None else teacher_temp
         s_cls, t_cls = student["cls_global"], teacher["cls_global"]

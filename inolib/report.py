@@ -13,7 +13,6 @@ import base64
 import html
 import io
 import json
-import os
 from pathlib import Path
 
 import matplotlib
@@ -24,6 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from .atomic import atomic_write_text  # noqa: E402
 from .config import PropagationConfig  # noqa: E402
 from .data.vos import davis_palette, read_davis_sequence  # noqa: E402
 from .propagate import FrameSize  # noqa: E402
@@ -175,7 +175,4 @@ def write_demo_report(path: str | Path, jf: dict[str, dict], folders: dict[str, 
             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}</style></head><body>"
             + "\n".join(sections) + "</body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(page)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, page)

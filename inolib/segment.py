@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write, temp_path
 from .config import PropagationConfig
 from .data.vos import VOSSequence, davis_palette, list_davis_sequences, read_davis_sequence
 from .model import INOViT
@@ -175,20 +176,12 @@ def write_ids_png(path: str | Path, ids: torch.Tensor | np.ndarray, palette: np.
     path.parent.mkdir(parents=True, exist_ok=True)
     im = Image.fromarray(raw.astype(np.uint8, copy=False), mode="P")
     im.putpalette((davis_palette() if palette is None else np.asarray(palette, dtype=np.uint8)).flatten().tolist())
-    _atomic_save(path, lambda f: im.save(f, format="PNG"))
-    return path
 
-
-def _atomic_save(path: Path, write) -> None:
-    """``write(file)`` into ``.<name>.tmp<pid>`` next to ``path``, then ``os.replace`` it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            im.save(f, format="PNG")
+
+    return atomic_write(path, write)
 
 
 def segment_davis(vit: INOViT, davis_root: str | Path, out_dir: str | Path, cfg: PropagationConfig,
@@ -401,7 +394,7 @@ class GifWriter:
 
     def __init__(self, path: str | Path, fps: float = 8.0, loop: int = 0):
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        self.tmp = temp_path(self.path)
         self.delay = max(2, round(100 / fps))  # hundredths of a second (viewers treat 0-1 as 10)
         self.loop = loop
         self.size: tuple[int, int] | None = None

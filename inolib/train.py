@@ -24,9 +24,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write, atomic_write_text, remove_stale_temporaries
 from .checkpoint import save_checkpoint
-from .config import INOConfig
-from .data.clips import ClipDataset, ClipSampler, SkipLog, _seed, make_clip_loader
+from .config import INOConfig, validate
+from .data.clips import ClipDataset, ClipSampler, SkipLog, UnusableVideos, _seed, make_clip_loader
 from .data.index import VideoIndex, resolve_sources
 from .distributed import all_reduce_mean, barrier, ready
 from .losses import INOLoss
@@ -198,18 +199,79 @@ def _set_rng_state(state: dict) -> None:
 
 
 def read_log(path: str | Path) -> list[dict]:
-    """The records of a run's ``log.jsonl`` (a run folder or the file); ValueError naming a broken line."""
+    """The records of a run's ``log.jsonl`` (a run folder or the file).
+
+    A last line that is not JSON (cut short when the process was killed or the disk filled up) is skipped with a
+    warning naming it; a broken line before the last raises ``ValueError`` naming the file and the line.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "log.jsonl"
+    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
     records = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not a JSON line ({e})") from None
+    for i, (n, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1:
+                warnings.warn(f"{path}:{n}: skipping the last line, which is not complete JSON (a write cut short "
+                              f"when the run stopped: {e})", stacklevel=2)
+                break
+            raise ValueError(f"{path}:{n}: not a JSON line ({e})") from None
     return records
+
+
+def truncate_log(path: str | Path, step: int) -> int:
+    """Cut a run's ``log.jsonl`` back to ``step``, the step a run starts (or resumes) from, so that it holds each
+    step once: the records of later steps (logged after the last checkpoint, before the process was killed; a
+    resumed run logs those steps again) and a torn last line are removed. Event records (``start``, ``resume``,
+    ``nan``, ``interrupted``) stay, as does a broken line before the last (:func:`read_log` names it). Rewritten
+    atomically, only when something is removed; returns the number of lines removed."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = []
+    for i, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                kept.append(line)
+            continue
+        later = isinstance(rec, dict) and "event" not in rec and isinstance(rec.get("step"), (int, float)) \
+            and rec["step"] > step
+        if not later:
+            kept.append(line)
+    removed = len(lines) - len(kept)
+    if removed:
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return removed
+
+
+def _whole(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_run_args(*, max_steps: int | None = None, log_every: int = 10, save_every: int = 500, keep_every: int = 5,
+                   eval_every: int = 250, max_seconds: float | None = None, index_workers: int = 8) -> None:
+    """ValueError naming the ``ino train`` flag (``--max-steps``, ``--log-every``, ...) of a :class:`Trainer`
+    argument that cannot work: ``max_steps`` must be None (all epochs) or >= 1; ``log_every``, ``save_every``
+    and ``eval_every`` >= 1 (steps); ``keep_every`` >= 0 (epochs, 0: never); ``max_seconds`` None or > 0."""
+    found = []
+    if max_steps is not None and (not _whole(max_steps) or max_steps < 1):
+        found.append(f"--max-steps {max_steps}: must be >= 1 (omit it to train every epoch)")
+    for flag, value in (("--log-every", log_every), ("--save-every", save_every), ("--eval-every", eval_every)):
+        if not _whole(value) or value < 1:
+            found.append(f"{flag} {value}: must be >= 1 (steps)")
+    if not _whole(keep_every) or keep_every < 0:
+        found.append(f"--keep-every {keep_every}: must be >= 0 (epochs; 0 keeps no per-epoch copy)")
+    if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and max_seconds > 0):
+        found.append(f"max_seconds {max_seconds}: must be > 0 (a time budget in seconds)")
+    if not _whole(index_workers) or index_workers < 1:
+        found.append(f"index_workers {index_workers}: must be >= 1")
+    if found:
+        raise ValueError("; ".join(found))
 
 
 class Trainer:
@@ -225,29 +287,36 @@ class Trainer:
     epoch end; ``checkpoint_eNNNN.pth`` every ``keep_every`` epochs), ``log.jsonl`` (one line per logged
     step), TensorBoard scalars under ``tb/`` and the video index cache. Resuming restores the weights, the
     optimizer, the scaler, the centers, every RNG and the position in the epoch, so a resumed run computes
-    the same steps as an uninterrupted one. A non-finite loss stops the run; the last checkpoint on disk is the
-    last good one.
+    the same steps as an uninterrupted one; ``log.jsonl`` is cut back to the starting step (:func:`truncate_log`),
+    so it holds each step once. A non-finite loss stops the run; the last checkpoint on disk is the last good one.
+    Temporary files that a killed writer left in ``out_dir`` are removed at start.
+
+    ``sources``: video folders, video files, list files (``video_root``: where a list's videos are, e.g. the
+    ``Charades_v1_480/`` folder of ``Charades_v1_train.csv``; see :func:`inolib.data.index.resolve_sources`) and
+    ``synthetic:N``. Every argument and ``cfg`` (:func:`inolib.config.validate`) is checked first, before any video is indexed or
+    any network built: ``ValueError`` naming the ``ino train`` flag.
     """
 
     def __init__(self, cfg: INOConfig, sources, out_dir: str | Path, device: str | torch.device = "cpu",
                  resume: bool = True, log_every: int = 10, save_every: int = 500, keep_every: int = 5,
                  progress: bool = True, tensorboard: bool = True, max_steps: int | None = None,
                  index_workers: int = 8, eval_davis: str | Path | None = None, eval_every: int = 250,
-                 eval_networks: tuple[str, ...] = ("student", "teacher"), max_seconds: float | None = None):
+                 eval_networks: tuple[str, ...] = ("student", "teacher"), max_seconds: float | None = None,
+                 video_root: str | Path | None = None):
         from .distributed import init_distributed
 
+        # everything given is checked before any work (no video indexed, no model built, no folder made)
+        validate(cfg)
+        check_run_args(max_steps=max_steps, log_every=log_every, save_every=save_every, keep_every=keep_every,
+                       eval_every=eval_every, max_seconds=max_seconds, index_workers=index_workers)
         self.cfg = cfg
         self.out = Path(out_dir)
         self.dist = init_distributed(device)
         self.device = self.dist.device
-        self.log_every, self.save_every, self.keep_every = max(1, log_every), max(1, save_every), keep_every
+        self.log_every, self.save_every, self.keep_every = log_every, save_every, keep_every
         self.progress = progress and self.dist.is_main
         self.max_steps = max_steps
-        if max_seconds is not None and not max_seconds > 0:
-            raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
         self.max_seconds = max_seconds  # a time budget for fit(): it stops at the first step boundary after it
-        if eval_davis is not None and eval_every < 1:
-            raise ValueError(f"--eval-every must be >= 1, got {eval_every}")
         bad = set(eval_networks) - {"student", "teacher"}
         if bad or not eval_networks:
             raise ValueError(f"eval_networks must be 'student' and/or 'teacher', got {eval_networks!r}")
@@ -257,8 +326,6 @@ class Trainer:
             from .validation import load_davis_for_validation
 
             self.eval_sequences = load_davis_for_validation(eval_davis)  # read once, before any training
-        if cfg.optim.amp not in AMP_DTYPES:
-            raise ValueError(f"optim.amp must be one of {sorted(AMP_DTYPES)}, got {cfg.optim.amp!r}")
         self.amp_dtype = AMP_DTYPES[cfg.optim.amp]
         if self.amp_dtype is torch.float16 and self.device.type == "cpu":
             warnings.warn("optim.amp fp16 is for GPUs; using bf16 autocast on the CPU", stacklevel=2)
@@ -267,11 +334,13 @@ class Trainer:
         self.lock = RunLock(self.out)
         if self.dist.is_main:
             self.lock.acquire()  # one writer per run folder; released when fit() returns (or by close())
+            # what a killed writer left half-written (checkpoint.pth.tmpPID, ...): we hold the folder now
+            remove_stale_temporaries(self.out)
         torch.manual_seed(cfg.optim.seed)
 
         # data: every process indexes the same sources (cached), then takes its share of the clips
         sources = self._synthetic_sources(sources)
-        paths = resolve_sources(sources)
+        paths = resolve_sources(sources, root=video_root)
         if not paths:
             raise ValueError(f"no video found in {sources!r}")
         cache = self.out / "video_index.json"
@@ -308,6 +377,8 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         if resume and (self.out / "checkpoint.pth").is_file():
             self.load(self.out / "checkpoint.pth")
+        if self.dist.is_main:
+            truncate_log(self.out / "log.jsonl", self.step)  # each step once in the log, also after a kill
         self._tb = None
         if tensorboard and self.dist.is_main:
             try:
@@ -475,6 +546,22 @@ class Trainer:
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return float(t.item())
 
+    def _checked(self, batches, epoch: int, bar):
+        """``batches``, with :class:`UnusableVideos` (no video left that decodes) re-raised with the dataset's own
+        one-line message (a loader worker's error carries its traceback), logged as an event, the progress ``bar``
+        closed first (the message then starts a line of its own)."""
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except UnusableVideos as e:
+                error = UnusableVideos.from_loader(e)
+                bar.close()
+                self._log({"event": "no_usable_video", "step": self.step, "epoch": epoch + 1, "error": str(error)})
+                raise error from None
+            yield batch
+
     def _fit(self, stop: StopRequests) -> dict:
         cfg, o = self.cfg, self.cfg.optim
         end = self.total_steps if self.max_steps is None else min(self.total_steps, self.max_steps)
@@ -497,7 +584,7 @@ class Trainer:
             bar = tqdm(total=self.steps_per_epoch, initial=in_epoch, desc=f"epoch {epoch + 1}/{self.total_steps // self.steps_per_epoch}",
                        unit="step", disable=not self.progress)
             t0, seen = time.perf_counter(), 0
-            for batch in batches:
+            for batch in self._checked(batches, epoch, bar):
                 if self.step >= end:
                     break
                 self.skips.update(batch)
@@ -560,9 +647,7 @@ class Trainer:
                 done = self.step // self.steps_per_epoch
                 if self.keep_every and done % self.keep_every == 0 and self.dist.is_main:
                     keep = self.out / f"checkpoint_e{done:04d}.pth"
-                    tmp = keep.with_name(keep.name + ".tmp")
-                    shutil.copyfile(latest, tmp)
-                    os.replace(tmp, keep)
+                    atomic_write(keep, lambda tmp: shutil.copyfile(latest, tmp))
             elif self.step >= end:  # stopped by max_steps mid-epoch
                 self.save(self.out / "checkpoint.pth")
         return last

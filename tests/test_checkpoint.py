@@ -189,3 +189,45 @@ def test_junk_empty_and_folder_checkpoints_are_clear_errors(tmp_path):
     (tmp_path / "adir.pth").mkdir()
     with pytest.raises(ValueError, match=r"adir.pth.*folder"):
         load_backbone(tmp_path / "adir.pth")
+
+
+def _full_disk(obj, f, *args, **kwargs):
+    """torch.save on a disk that fills up part-way: some bytes written, then ENOSPC."""
+    import errno
+
+    with open(f, "wb") as out:
+        out.write(b"\x00" * 4096)
+    raise OSError(errno.ENOSPC, "No space left on device", str(f))
+
+
+def test_a_failed_save_leaves_no_temporary_file_and_the_previous_checkpoint(tmp_path, monkeypatch):
+    from inolib.checkpoint import export_backbones, read_checkpoint
+
+    cfg, student = small_net()
+    teacher = make_teacher(student, cfg.model)
+    run = tmp_path / "run"
+    path = save_checkpoint(run / "checkpoint.pth", cfg, student, teacher, step=3)
+    small = export_backbones(path, run / "small.pth")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    monkeypatch.setattr(torch, "save", _full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(path, cfg, student, teacher, step=4)
+    with pytest.raises(OSError, match="No space left"):
+        export_backbones(path, small)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # no orphan, nothing changed
+    assert read_checkpoint(path)["step"] == 3
+
+
+def test_atomic_write_removes_its_temporary_file_on_any_error(tmp_path):
+    from inolib.atomic import atomic_write, atomic_write_text
+
+    target = atomic_write_text(tmp_path / "a.txt", "old")
+
+    def interrupted(tmp):
+        tmp.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, interrupted)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"] and target.read_text() == "old"

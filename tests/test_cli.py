@@ -229,3 +229,51 @@ def test_propagate_takes_an_inolib_checkpoint_s_own_settings(tmp_path, data_dir,
     assert main(["propagate", "--checkpoint", ck, "--davis", str(davis), "--out", str(tmp_path / "o3"),
                  "--preset", "charades"]) == 2  # charades: block 7, the 2-block smoke ViT has none
     assert "block" in capsys.readouterr().err
+
+
+# -- hostile and careless input to `ino train` / `ino demo` -------------------------------------------------
+
+def train_args(out, *extra: str) -> list[str]:
+    return ["train", "--preset", "smoke", "--data", str(REPO / "data/videos"), "--out", str(out), "--no-tensorboard",
+            "--max-steps", "1", *extra]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--loss.teacher_temp", "0"], "--loss.teacher_temp 0: must be > 0"),
+    (["--crops.global_scale", "0.9,1.2"], "--crops.global_scale 0.9,1.2: must be MIN,MAX with 0 < MIN <= MAX <= 1"),
+    (["--crops.local_scale", "0,0.5"], "--crops.local_scale 0,0.5: must be MIN,MAX"),
+    (["--optim.batch_size_per_gpu", "0"], "--optim.batch_size_per_gpu 0: must be >= 1"),
+    (["--optim.warmup_epochs", "5"], "--optim.warmup_epochs 5: must be in 0..1"),
+    (["--propagation.topk", "0"], "--propagation.topk 0: must be >= 1"),
+    (["--max-steps", "0"], "--max-steps 0: must be >= 1"),
+    (["--max-steps", "-3"], "--max-steps -3: must be >= 1"),
+    (["--keep-every", "-1"], "--keep-every -1: must be >= 0"),
+    (["--save-every", "0"], "--save-every 0: must be >= 1"),
+    (["--log-every", "-1"], "--log-every -1: must be >= 1"),
+    (["--eval-every", "0"], "--eval-every 0: must be >= 1"),
+    (["--device", "bogus"], "--device 'bogus': not a torch device"),
+])
+def test_train_values_that_cannot_work_are_one_line_errors_before_any_work(tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    assert main(train_args(out, *extra)) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()  # nothing made, indexed or built
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is available here")
+def test_train_and_demo_on_cuda_without_a_gpu_are_clear_errors(tmp_path, capsys):
+    for args in (train_args(tmp_path / "run", "--device", "cuda"),
+                 ["demo", "--device", "cuda", "--out", str(tmp_path / "demo"), "--data", str(REPO / "data")],
+                 ["demo", "--tour", "--preset", "smoke", "--device", "cuda:1", "--data", str(REPO / "data")]):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert re.search(r"--device cuda(:1)?: no CUDA GPU", err) and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "demo").exists()
+
+
+def test_demo_with_a_bogus_device_is_a_clear_error(tmp_path, capsys):
+    assert main(["demo", "--device", "bogus", "--out", str(tmp_path / "demo"), "--data", str(REPO / "data")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--device 'bogus'" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "demo").exists()

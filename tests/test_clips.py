@@ -21,6 +21,7 @@ VIDEOS = {  # bundled real videos: native fps (data/videos/README.md)
     "test_cleaning_pool.mp4": 30.0,
     "apple.mp4": 10.0,
 }
+REPO_VIDEOS = Path(__file__).resolve().parents[1] / "data" / "videos"
 SMALL = CropConfig(global_size=48, local_size=24, num_local=2)  # fast crops, same code path
 
 
@@ -53,15 +54,125 @@ def test_sources_folder_list_and_charades_csv(tmp_path, data_dir):
     lst = tmp_path / "train_list.csv"
     lst.write_text("a/b/X1.MP4,extra\n/abs/Y.mp4\n")
     assert read_video_list(lst) == [nested / "X1.MP4", Path("/abs/Y.mp4")]
-    # Charades' own annotation file: column id, videos in a separate folder
+    # Charades' own annotation file: column id, videos in a separate folder (see test_charades_as_downloaded)
     ch = tmp_path / "Charades_v1_train.csv"
     ch.write_text("id,subject,scene,quality\n46GP8,HR43,Kitchen,6\nN11GT,0KZ7,Stairs,6\n")
-    assert resolve_sources(ch, root=tmp_path / "Charades_v1_480") == [
+    (tmp_path / "Charades_v1_480").mkdir()
+    for name in ("46GP8.mp4", "N11GT.mp4"):
+        (tmp_path / "Charades_v1_480" / name).write_bytes(b"")
+    assert resolve_sources(ch, root=tmp_path / "Charades_v1_480") == resolve_sources(ch) == [
         tmp_path / "Charades_v1_480/46GP8.mp4", tmp_path / "Charades_v1_480/N11GT.mp4"]
-    with pytest.raises(ValueError, match="Charades"):
-        resolve_sources(ch)
+    with pytest.raises(FileNotFoundError, match="Charades annotation file.*elsewhere.*--video-root"):
+        resolve_sources(ch, root=tmp_path / "elsewhere")
     with pytest.raises(FileNotFoundError, match="nowhere"):
         resolve_sources(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("how", ["chmod", "scandir"])
+def test_an_unreadable_subfolder_is_named_in_a_warning(tmp_path, data_dir, monkeypatch, how):
+    import errno
+
+    videos = tmp_path / "videos"
+    ok, secret = videos / "ok", videos / "secret"
+    for folder, name in ((ok, "a.mp4"), (secret, "b.mp4"), (secret / "deeper", "c.mp4")):
+        folder.mkdir(parents=True)
+        shutil.copy(data_dir / "videos/cotracker_apple/apple.mp4", folder / name)
+    if how == "chmod":
+        secret.chmod(0)
+        if os.access(secret, os.R_OK):  # root reads it anyway; the "scandir" case covers it
+            secret.chmod(0o755)
+            pytest.skip("chmod 000 does not stop this user (root) from reading")
+    else:  # what a folder without read permission does to a listing, for any user
+        real = os.scandir
+
+        def scandir(path="."):
+            if Path(path) == secret:
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real(path)
+
+        monkeypatch.setattr(os, "scandir", scandir)
+    try:
+        with pytest.warns(UserWarning, match=r"cannot read 1 folder.*secret \(Permission denied\)"):
+            found = find_videos(videos)
+    finally:
+        secret.chmod(0o755)
+    assert found == [ok / "a.mp4"]
+
+
+def test_space_and_tab_separated_lists_keep_every_row(tmp_path, data_dir):
+    def listed(text, name="list.txt"):
+        (tmp_path / name).write_text(text)
+        return [str(p.relative_to(tmp_path)) for p in read_video_list(tmp_path / name)]
+
+    assert listed("video1.mp4 label1\nvideo2.mp4 label2\n") == ["video1.mp4", "video2.mp4"]
+    assert listed("a.mp4 b.mp4\nc.mp4 d.mp4\n") == ["a.mp4", "c.mp4"]
+    assert listed("clip1.mp4\t12.5\nclip2.MP4\t3\n", "list.tsv") == ["clip1.mp4", "clip2.MP4"]
+    assert listed("path label\nsub/x.avi 3 4\n") == ["sub/x.avi"]  # a header row is still dropped
+    shutil.copy(data_dir / "videos/cotracker_apple/apple.mp4", tmp_path / "my clip.mp4")
+    assert listed("my clip.mp4\nmy clip.mp4 7\n") == ["my clip.mp4", "my clip.mp4"]  # spaces in a name
+    # the rows name real files: every one is indexed
+    real = real_videos(data_dir)
+    (tmp_path / "real.txt").write_text("".join(f"{p} {i}\n" for i, p in enumerate(real)))
+    idx = build(resolve_sources(tmp_path / "real.txt"))
+    assert len(idx.ok) == len(real) == 3 and not idx.skipped
+
+
+CHARADES_HEADER = "id,subject,scene,quality,relevance,verified,script,objects,descriptions,actions,length\n"
+CHARADES_ROWS = (  # the official format: quoted fields with commas (and a line break) inside
+    '46GP8,HR43,Kitchen,6,7,Yes,"A person cooking on a stove, then watching something out a window.",food;stove;window,'
+    '"A person cooks food on a stove before looking out of a window.",c092 11.90 21.20;c147 0.00 12.60,24.83\n'
+    'N11GT,0KZ7,Stairs,6,7,Yes,"One person opens up a folded blanket, then sneezes.",blanket,"Person at the bottom '
+    'of the staircase shakes a blanket out,\nand then sneezes, walks up the stairs.",c098 8.60 14.20;c075 0.00 11.70,'
+    '19.96\n'
+    '0IH69,6RE8,Bedroom,6,5,Yes,"A person is sitting on a bed, holding a book.",bed;book,"A person sits on a bed.",'
+    'c026 0.00 8.10,30.25\n'
+)
+
+
+def charades_download(root, present=("46GP8", "N11GT")):
+    """Charades_v1_train.csv in the official format, and Charades_v1_480/<id>.mp4 of the bundled clips."""
+    bundled = [REPO_VIDEOS / "kinetics400_mmaction2/demo_arm_wrestling.mp4", REPO_VIDEOS / "cotracker_apple/apple.mp4"]
+    (root / "Charades_v1_480").mkdir(parents=True)
+    for video_id, clip in zip(present, bundled):
+        shutil.copy(clip, root / "Charades_v1_480" / f"{video_id}.mp4")
+    csv_file = root / "Charades_v1_train.csv"
+    csv_file.write_text(CHARADES_HEADER + CHARADES_ROWS)
+    return csv_file
+
+
+def test_charades_as_downloaded(tmp_path):
+    """The annotation csv finds its videos in Charades_v1_480/ next to it (or --video-root); missing ids are named."""
+    csv_file = charades_download(tmp_path)
+    folder = tmp_path / "Charades_v1_480"
+    with pytest.warns(UserWarning, match=r"1 of its 3 videos are not in .*Charades_v1_480 .*ids 0IH69\); training on "
+                                         r"the other 2"):
+        paths = resolve_sources(csv_file)
+    assert paths == [folder / "46GP8.mp4", folder / "N11GT.mp4"]
+    assert len(build(paths).ok) == 2
+    moved = tmp_path / "videos"
+    folder.rename(moved)
+    with pytest.warns(UserWarning, match="0IH69"):
+        assert resolve_sources(csv_file, root=moved) == [moved / "46GP8.mp4", moved / "N11GT.mp4"]
+    with pytest.raises(FileNotFoundError, match=r"Charades_v1_480 \(the default: Charades_v1_480/ next to the csv\).*"
+                                                r"--video-root"):
+        resolve_sources(csv_file)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"none of its 3 videos is in .*empty \(no <id>.mp4 for 46GP8, N11GT, 0IH69\)"):
+        resolve_sources(csv_file, root=tmp_path / "empty")
+
+
+def test_ino_train_on_the_charades_csv(tmp_path, capsys):
+    from inolib.cli import main
+
+    csv_file = charades_download(tmp_path / "charades")
+    args = ["train", "--preset", "smoke", "--data", str(csv_file), "--no-tensorboard", "--max-steps", "1"]
+    with pytest.warns(UserWarning, match="0IH69"):
+        assert main(args + ["--out", str(tmp_path / "run")]) == 0
+    assert "training 'smoke' on 2 videos" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert main(args + ["--out", str(tmp_path / "run2"), "--video-root", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "none of its 3 videos is in" in err and "46GP8, N11GT, 0IH69" in err and len(err.splitlines()) == 1
 
 
 def test_index_probes_real_videos_and_cache_is_reused_until_a_file_changes(tmp_path, data_dir, monkeypatch):
@@ -86,6 +197,27 @@ def test_index_probes_real_videos_and_cache_is_reused_until_a_file_changes(tmp_p
     os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
     build(paths, cache_file=cache)
     assert calls == ["apple.mp4"]
+
+
+def test_a_video_replaced_with_the_same_size_and_time_or_removed_is_probed_again(tmp_path, data_dir):
+    """A stale index entry (280 frames of 340x256 for what is now a 50-frame 1296x720 video) is never used."""
+    arm = (data_dir / "videos/kinetics400_mmaction2/demo_arm_wrestling.mp4").read_bytes()
+    apple = (data_dir / "videos/cotracker_apple/apple.mp4").read_bytes()
+    size = max(len(arm), len(apple))  # both padded to one size: decoders ignore bytes after the last atom
+    video, gone = tmp_path / "v.mp4", tmp_path / "gone.mp4"
+    video.write_bytes(arm.ljust(size, b"\0"))
+    gone.write_bytes(arm)
+    cache = tmp_path / "run" / "video_index.json"
+    first = build([video, gone], cache_file=cache)
+    assert (first.entries[0].num_frames, first.entries[0].width) == (280, 340) and not first.skipped
+    st = video.stat()
+    video.write_bytes(apple.ljust(size, b"\0"))  # another video, same size ...
+    os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... and the same time (cp -p, rsync -t, a restore)
+    assert (video.stat().st_size, video.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    gone.unlink()
+    with pytest.warns(UserWarning, match=r"skipping 1 of 2 files: .*gone.mp4: missing"):
+        again = VideoIndex.build([video, gone], cache_file=cache, progress=False)
+    assert (again.entries[0].num_frames, again.entries[0].width) == (50, 1296)
 
 
 # -- clips -------------------------------------------------------------------------------------------

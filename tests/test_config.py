@@ -102,3 +102,54 @@ def test_every_preset_propagates_from_a_block_it_has():
         cfg = C.get_preset(name)
         assert 1 <= cfg.propagation.feature_block <= cfg.model.depth, name
         assert cfg.model.feature_block == cfg.propagation.feature_block, name
+
+
+@pytest.mark.parametrize("name", sorted(C.PRESETS))
+def test_every_preset_validates(name):
+    assert C.validate(C.get_preset(name)) == C.get_preset(name)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"loss.teacher_temp": "0"}, "--loss.teacher_temp 0: must be > 0"),
+    ({"loss.student_temp": "-0.1"}, "--loss.student_temp -0.1: must be > 0"),
+    ({"loss.aff_teacher_temp": "nan"}, "--loss.aff_teacher_temp nan: must be > 0"),
+    ({"crops.global_scale": "0,0.95"}, "--crops.global_scale 0,0.95: must be MIN,MAX with 0 < MIN <= MAX <= 1"),
+    ({"crops.local_scale": "0.5,1.5"}, "--crops.local_scale 0.5,1.5: must be MIN,MAX"),
+    ({"crops.global_scale": "0.9,0.5"}, "--crops.global_scale 0.9,0.5: must be MIN,MAX"),
+    ({"crops.global_size": "60"}, "--crops.global_size 60: must be a multiple of --model.patch_size 8"),
+    ({"crops.local_size": "0"}, "--crops.local_size 0: must be a multiple"),
+    ({"crops.num_local": "-1"}, "--crops.num_local -1: must be >= 0"),
+    ({"crops.clips_per_video": "0"}, "--crops.clips_per_video 0: must be >= 1"),
+    ({"crops.clip_len": "3"}, "--crops.clip_len 3: must be even and >= 2"),
+    ({"crops.flip_p": "1.5"}, "--crops.flip_p 1.5: must be in [0, 1]"),
+    ({"optim.batch_size_per_gpu": "0"}, "--optim.batch_size_per_gpu 0: must be >= 1"),
+    ({"optim.epochs": "0"}, "--optim.epochs 0: must be >= 1"),
+    ({"optim.warmup_epochs": "-1"}, "--optim.warmup_epochs -1: must be in 0..1"),
+    ({"optim.warmup_epochs": "2"}, "--optim.warmup_epochs 2: must be in 0..1 (--optim.epochs)"),
+    ({"optim.base_lr": "-0.001"}, "--optim.base_lr -0.001: must be >= 0"),
+    ({"optim.momentum_teacher": "1.1"}, "--optim.momentum_teacher 1.1: must be in [0, 1]"),
+    ({"optim.amp": "fp32"}, "--optim.amp fp32: must be one of bf16, fp16, none"),
+    ({"masking.prob": "2"}, "--masking.prob 2: must be in [0, 1]"),
+    ({"masking.ratio": "0.6,0.2"}, "--masking.ratio 0.6,0.2: must be MIN,MAX"),
+    ({"model.feature_block": "3"}, "--model.feature_block 3: must be a block of the ViT: 1..2"),
+    ({"model.num_heads": "5"}, "--model.num_heads 5: must divide --model.embed_dim 48"),
+    ({"propagation.feature_block": "0"}, "--propagation.feature_block 0: must be a block of the ViT: 1..2"),
+    ({"propagation.topk": "0"}, "--propagation.topk 0: must be >= 1"),
+    ({"propagation.radius": "-1"}, "--propagation.radius -1: must be >= 0"),
+    ({"propagation.short_side": "7"}, "--propagation.short_side 7: is smaller than one 8-pixel patch"),
+    ({"loss.g2g": "false", "loss.l2g": "false", "loss.mim": "false", "loss.aff": "false"}, "every loss is off"),
+])
+def test_validate_names_the_flag_of_a_value_that_cannot_work(overrides, message):
+    cfg = C.override(C.smoke(), overrides)  # smoke: 1 epoch, patch 8, width 48, 2 blocks
+    with pytest.raises(ValueError) as e:
+        C.validate(cfg)
+    assert message in str(e.value)
+
+
+def test_validate_lists_every_problem_and_checks_types():
+    cfg = C.override(C.smoke(), {"loss.teacher_temp": "0", "optim.epochs": "0"})
+    with pytest.raises(ValueError, match="invalid configuration: .*teacher_temp 0.*; --optim.epochs 0"):
+        C.validate(cfg)
+    cfg = dataclasses.replace(C.smoke(), loss=dataclasses.replace(C.smoke().loss, teacher_temp="0.04"))
+    with pytest.raises(ValueError, match="--loss.teacher_temp 0.04: must be a number"):
+        C.validate(cfg)

@@ -721,3 +721,38 @@ def test_frame_pairs_are_the_pairs_the_losses_use():
     ce = lambda ti, si: -(F.softmax(t[:, ti] / 0.04, -1) * F.log_softmax(s[:, si] / 0.1, -1)).sum(-1).mean()  # noqa: E731
     terms = [ce(a, b) for a, b in frame_pairs(T)] + [ce(b, a) for a, b in frame_pairs(T)]
     assert torch.isclose(g2g_loss(s, t, torch.zeros(1, K), 0.1, 0.04), torch.stack(terms).mean(), atol=1e-6)
+
+
+def test_inoloss_checks_its_inputs_and_names_the_argument():
+    g = _gen(62)
+    B, T, M, N, K = 2, 4, 2, 6, 8
+    mask = _rand_mask_shared(B, T, N, g, count=3)
+    student, teacher = _inputs(B, T, M, N, K, g, mask)
+    loss = _loss_module(K, g)
+    loss(student, teacher)  # the right shapes
+    cases = [
+        ({**student, "cls_global": _randn(B, T, K + 1, g=g)}, teacher,
+         r"student\['cls_global'\] must be \(B, T, K\) with T even >= 2 .*K = 8 .*got \(2, 4, 9\)"),
+        ({**student, "cls_global": _randn(B * T, K, g=g)}, teacher, r"student\['cls_global'\] must be \(B, T, K\)"),
+        ({**student, "cls_global": _randn(B, T, K + 1, g=g)}, {**teacher, "cls_global": _randn(B, T, K + 1, g=g)},
+         r"K = 8 \(the head's out_dim\), got \(2, 4, 9\)"),  # not the centers' width
+        ({**student, "cls_global": _randn(B, 3, K, g=g)}, teacher, r"T even .*got \(2, 3, 8\)"),
+        ({k: v for k, v in student.items() if k != "cls_global"}, teacher,
+         r"student\['cls_global'\] must be a tensor .*no such key"),
+        (student, {**teacher, "cls_global": _randn(B + 1, T, K, g=g)},
+         r"teacher\['cls_global'\] must be \(2, 4, 8\) like student\['cls_global'\], got \(3, 4, 8\)"),
+        ({**student, "cls_local": _randn(B, T, M, K - 1, g=g)}, teacher,
+         r"student\['cls_local'\] must be \(B, T, M, K\) = \(2, 4, M, 8\), got \(2, 4, 2, 7\)"),
+        ({**student, "patch": _randn(B, T, N, K - 1, g=g)}, teacher, r"student\['patch'\] must be \(B, T, P, K\)"),
+        ({k: v for k, v in student.items() if k != "patch_mask"}, teacher,
+         r"student\['patch_mask'\] must be bool \(2, 4, 6\).*got nothing"),
+        ({**student, "patch_mask": mask.float()}, teacher, r"student\['patch_mask'\] must be bool"),
+        (student, {**teacher, "patch": _randn(B, T, N - 1, K, g=g)},
+         r"teacher\['patch'\] must be \(2, 4, 6, 8\) like student\['patch'\]"),
+        ([student["cls_global"]], teacher, r"student must be the dict of INONetwork outputs"),
+    ]
+    for s, t, match in cases:
+        with pytest.raises(ValueError, match=match):
+            loss(s, t)
+    with pytest.raises(ValueError, match="teacher_temp must be > 0"):
+        loss(student, teacher, teacher_temp=0.0)

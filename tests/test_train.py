@@ -190,14 +190,18 @@ def test_ino_train_under_torchrun_with_two_processes(tmp_path, data_dir):
     assert r.stdout.count("training 'smoke'") == 1
 
 
-def test_read_log_names_a_broken_line(tmp_path):
+def test_read_log_names_a_broken_line_and_skips_a_torn_last_line(tmp_path):
     from inolib.train import read_log
 
-    (tmp_path / "log.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n')
-    with pytest.raises(ValueError, match="log.jsonl:2"):
+    (tmp_path / "log.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 3, "loss": 1.0}\n')
+    with pytest.raises(ValueError, match="log.jsonl:2"):  # a broken line in the middle
         read_log(tmp_path)
     (tmp_path / "log.jsonl").write_text('{"step": 1, "loss": 2.0}\n\n')
     assert read_log(tmp_path / "log.jsonl") == [{"step": 1, "loss": 2.0}]
+    for torn in ('{"step": 1, "loss": 2.0}\n{"step": 2, "lo', '{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n\n'):
+        (tmp_path / "log.jsonl").write_text(torn)  # the process was killed (or the disk filled) mid-line
+        with pytest.warns(UserWarning, match="log.jsonl:2: skipping the last line"):
+            assert read_log(tmp_path) == [{"step": 1, "loss": 2.0}]
 
 
 def test_a_nan_on_one_process_stops_every_process(tmp_path, data_dir):
@@ -521,3 +525,75 @@ def test_sigterm_in_process_stops_at_the_step_boundary_with_a_checkpoint(tmp_pat
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
     assert Trainer(small_cfg(**{"optim.epochs": "1"}), data_dir / "videos", tmp_path / "run", progress=False,
                    tensorboard=False).step == 2
+
+
+def test_temporary_files_of_a_dead_writer_are_removed_at_start(tmp_path, data_dir):
+    import os
+
+    run = tmp_path / "run"
+    (run / "sub").mkdir(parents=True)
+    dead = 2**22 + 12345  # above Linux's largest pid: no such process
+    stale = [run / f"checkpoint.pth.tmp{dead}", run / f".video_index.json.tmp{dead}"]
+    kept = [run / "notes.tmp", run / "clip.tmp12a", run / f"sub/checkpoint.pth.tmp{dead}",
+            run / f".log.jsonl.tmp{os.getpid()}"]  # not our naming, a subfolder, a live process
+    for p in stale + kept:
+        p.write_bytes(b"half")
+    with pytest.warns(UserWarning, match=f"checkpoint.pth.tmp{dead}"):
+        Trainer(small_cfg(), data_dir / "videos", run, progress=False, tensorboard=False).close()
+    assert [p.exists() for p in stale] == [False, False] and all(p.exists() for p in kept)
+
+
+def test_resume_cuts_the_log_back_to_the_checkpoint(tmp_path, data_dir):
+    """Steps logged after the last checkpoint and a torn last line (a kill) are not kept twice or broken."""
+    run = tmp_path / "run"
+    cfg = small_cfg()
+    kw = dict(log_every=1, progress=False, tensorboard=False)
+    Trainer(cfg, data_dir / "videos", run, max_steps=2, **kw).fit()  # checkpoint at step 2
+    with open(run / "log.jsonl", "a") as f:  # steps 3 and 4 logged, then killed while writing step 5
+        f.write('{"step": 3, "epoch": 1, "loss": 99.0}\n{"step": 4, "epoch": 2, "loss": 99.0}\n{"step": 5, "lo')
+    tr = Trainer(cfg, data_dir / "videos", run, max_steps=4, **kw)
+    assert tr.step == 2
+    tr.fit()
+    records = read_log(run)  # every line is JSON
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert all(r["loss"] != 99.0 for r in records if "loss" in r)
+    assert [(r["event"], r["step"]) for r in records if "event" in r] == [("start", 0), ("resume", 2)]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_every_video_failing_while_training_is_one_clear_error(tmp_path, data_dir, workers):
+    """Indexing succeeded, then every file was cut short: a ValueError naming the files, not a traceback or a loop."""
+    from inolib.data.clips import UnusableVideos
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        shutil.copy(data_dir / "videos/kinetics400_mmaction2/demo_arm_wrestling.mp4", videos / name)
+    tr = Trainer(small_cfg(**{"optim.num_workers": str(workers)}), videos, tmp_path / "run", progress=False,
+                 tensorboard=False, max_steps=3)
+    for name in ("a.mp4", "b.mp4"):  # damaged after indexing (a copy cut short, a failing disk)
+        (videos / name).write_bytes((videos / name).read_bytes()[:3000])
+    with pytest.raises(UnusableVideos) as e:
+        tr.fit()
+    msg = str(e.value)
+    assert isinstance(e.value, ValueError) and len(msg.splitlines()) == 1 and "Traceback" not in msg, msg
+    assert "no video left to train on" in msg and "a.mp4" in msg and "b.mp4" in msg
+    assert "changed since it was indexed" in msg  # the reason: the files are not what was indexed
+    assert read_log(tmp_path / "run")[-1]["event"] == "no_usable_video"
+
+
+def test_ino_train_reports_videos_that_all_fail_while_training_in_one_line(tmp_path, data_dir, capsys, monkeypatch):
+    import inolib.data.clips
+
+    def broken(path, indices, size=None):
+        raise ValueError(f"{path}: cannot decode frame {int(indices[0])}")
+
+    monkeypatch.setattr(inolib.data.clips, "read_frames", broken)
+    from inolib.cli import main
+
+    assert main(["train", "--preset", "smoke", "--data", str(data_dir / "videos"), "--out", str(tmp_path / "r"),
+                 "--no-tensorboard", "--max-steps", "2"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "ino train" in line]  # (stderr also has the progress bars)
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert errors[0].startswith("ino train: error: no video left to train on") and "apple.mp4" in errors[0]

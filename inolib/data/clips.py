@@ -13,8 +13,10 @@ What the released code does (ref §4): each video is resampled to 8 fps and ever
 resampled frames is a clip; each epoch takes up to 5 random clips per video (RandomClipSampler).
 
 Robustness: a file that fails to decode while training (for instance bytes damaged in the middle of the
-frame data, which indexing cannot see) is replaced by another clip; the sample reports the file and the
-reason in ``batch["skipped"]``, and :class:`SkipLog` warns once per file in the main process.
+frame data, which indexing cannot see, or a file cut short or replaced after it was indexed, which the reason
+says) is replaced by another clip; the sample reports the file and the reason in ``batch["skipped"]``, and
+:class:`SkipLog` warns once per file in the main process. When no video is left that decodes,
+:class:`UnusableVideos` (a ``ValueError``) names the files.
 
 Reproducibility: the sampler's plan depends only on (seed, epoch, rank, world_size), and every sample's
 augmentation is seeded from its plan entry, so a clip is the same tensor with 0, 1 or N workers.
@@ -32,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..augment import MultiCrop
 from ..config import CropConfig
-from .index import VideoIndex
+from .index import VideoIndex, describe_change
 from .video import VideoInfo, read_frames, resample_indices
 
 _MIX = 0x9E3779B97F4A7C15  # 64-bit golden ratio, mixes integers into seeds
@@ -62,6 +64,22 @@ def decode_size(width: int, height: int, crops: CropConfig) -> tuple[int, int] |
     f = math.sqrt(need / area)
     w, h = 2 * math.ceil(width * f / 2), 2 * math.ceil(height * f / 2)  # even sizes for the scaler
     return (w, h) if (w, h) != (width, height) else None
+
+
+class UnusableVideos(ValueError):
+    """Training has no video left that decodes: every video failed while training (for instance files cut short
+    or replaced after they were indexed), or so many that ``max_retries + 1`` clips in a row failed. The message
+    (one line) names the files and the reasons."""
+
+    @classmethod
+    def from_loader(cls, error: BaseException) -> "UnusableVideos":
+        """The error as raised in the dataset, from the one a DataLoader re-raises for its worker (whose message
+        holds the worker's traceback, then ``...UnusableVideos: <message>`` on its last line)."""
+        text = str(error)
+        if "Traceback" not in text:
+            return error if isinstance(error, cls) else cls(text)
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        return cls(last.split(f"{cls.__name__}: ", 1)[-1].strip())
 
 
 class ClipSampler(Sampler):
@@ -161,6 +179,11 @@ class ClipDataset(Dataset):
             torch.manual_seed(_seed(seed, 0))
             return self.transform(frames)
 
+    def _failed(self, limit: int = 5) -> str:
+        """The files that failed to decode so far with their reasons, for a message (the first ``limit``)."""
+        items = [f"{self.videos[v].path}: {r}" for v, r in sorted(self._bad.items())]
+        return "; ".join(items[:limit]) + (f" (and {len(items) - limit} more)" if len(items) > limit else "")
+
     def __getitem__(self, key: tuple[int, int, int]) -> dict:
         video, start, seed = key
         skipped = []
@@ -172,17 +195,23 @@ class ClipDataset(Dataset):
                         raise ValueError(f"decoded {frames.shape[0]} frames, expected {self.crops.clip_len}")
                     break
                 except (ValueError, RuntimeError, OSError) as e:
-                    reason = str(e).replace(f"{self.videos[video].path}: ", "")
+                    info = self.videos[video]
+                    reason = " ".join(str(e).replace(f"{info.path}: ", "").split())  # one line
+                    changed = describe_change(info)  # a file rewritten, replaced or removed after indexing
+                    reason = f"{changed}; {reason}" if changed else reason
                     self._bad[video] = reason
-                    skipped.append((self.videos[video].path, reason))
+                    skipped.append((info.path, reason))
             else:
                 skipped.append((self.videos[video].path, self._bad[video]))
+            if len(self._bad) == len(self.videos):
+                raise UnusableVideos(f"no video left to train on: all {len(self.videos)} usable videos of the index "
+                                     f"failed to decode while training: {self._failed()}")
             g = torch.Generator().manual_seed(_seed(seed, attempt + 1))  # a reproducible replacement
             video = int(torch.randint(len(self.videos), (), generator=g))
             start = int(torch.randint(self.num_starts[video], (), generator=g))
         else:
-            raise RuntimeError(f"{self.max_retries + 1} videos in a row failed to decode; last: "
-                               + "; ".join(f"{p}: {r}" for p, r in skipped[-3:]))
+            raise UnusableVideos(f"almost no video left to train on: {self.max_retries + 1} clips in a row failed to "
+                                 f"decode, {len(self._bad)} of {len(self.videos)} videos so far: {self._failed()}")
         globals_, locals_ = self.augment(frames, seed)
         return {"globals": globals_, "locals": locals_, "video": self.videos[video].path, "start": start,
                 "frames": idx, "skipped": skipped}

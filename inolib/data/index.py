@@ -2,14 +2,16 @@
 
 Sources (``resolve_sources``):
     * a folder, searched recursively for .mp4 .webm .mkv .avi .mov files;
-    * a text/CSV list whose first column is a video path (the released ``charades_train_list.csv``);
-      relative paths are taken relative to ``root`` (or the list's folder);
-    * Charades' own ``Charades_v1_train.csv`` (a header with an ``id`` column) plus its video folder
-      (``root``, e.g. ``Charades_v1_480/``): the file of id X is ``root/X.mp4``.
+    * a text/CSV list whose rows start with a video path (the released ``charades_train_list.csv``; columns
+      separated by commas, tabs or spaces); relative paths are taken relative to ``root`` (or the list's folder);
+    * Charades' own ``Charades_v1_train.csv`` / ``Charades_v1_test.csv`` (a header with an ``id`` column), as
+      downloaded: the file of id X is ``root/X.mp4``, ``root`` by default ``Charades_v1_480/`` next to the csv
+      (``ino train --video-root`` sets it); ids without a file are left out with a warning naming them.
 
 ``VideoIndex.build`` probes every file once (frame count, fps, size, or the reason it is unusable),
 in parallel threads with a progress bar, and caches the result as JSON next to the run. A second start
-reads the cache; files whose size or modification time changed (or that are new) are probed again.
+reads the cache; files whose size, modification time or status change time changed (rewritten, replaced by
+another file, also one copied with its times kept), that were removed, or that are new are probed again.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -24,21 +27,63 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_write_text
 from .video import VIDEO_EXTENSIONS, VideoInfo, probe_video
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: entries hold ctime_ns
 
 
 def find_videos(folder: str | Path) -> list[Path]:
-    """Video files under ``folder`` (recursive), sorted."""
+    """Video files under ``folder`` (recursive, symlinked folders not followed), sorted.
+
+    A subfolder that cannot be read (permission denied, removed while listing) is reported in one warning that
+    names it; its videos are left out. Raises FileNotFoundError when ``folder`` is not a folder.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"video folder not found: {folder}")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    unreadable: list[str] = []
+
+    def note(e: OSError) -> None:
+        unreadable.append(f"{e.filename} ({e.strerror or e})")
+
+    found = []
+    for dirpath, _, filenames in os.walk(folder, onerror=note):
+        for name in filenames:
+            p = Path(dirpath) / name
+            if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file():
+                found.append(p)
+    if unreadable:
+        warnings.warn(f"{folder}: cannot read {len(unreadable)} folder(s), their videos are left out: "
+                      + "; ".join(unreadable[:10]) + (f" (and {len(unreadable) - 10} more)" if len(unreadable) > 10
+                                                      else ""), stacklevel=2)
+    return sorted(found)
+
+
+# the shortest start of a list row that ends in a video extension, followed by a space, a tab or the end
+_VIDEO_AT_START = re.compile(r"^(.*?\.(?:" + "|".join(e[1:] for e in VIDEO_EXTENSIONS) + r"))(?=\s|$)",
+                             re.IGNORECASE)
+
+
+def _video_field(field: str, base: Path) -> str | None:
+    """The video path a list row's first field holds, or None when it names no video file.
+
+    The whole field when it is an existing file; else the shortest start of it that ends in a video extension
+    and is followed by a space or a tab, so a whitespace-separated row (``clip.mp4 label``, ``a.mp4 b.mp4``,
+    ``clip.mp4<TAB>12.5``) gives its path, and a path with spaces (``my clip.mp4``) stays whole.
+    """
+    field = field.strip()
+    p = Path(field)
+    if (p if p.is_absolute() else base / p).is_file():
+        return field
+    m = _VIDEO_AT_START.match(field)
+    return m.group(1) if m else None
 
 
 def read_video_list(list_file: str | Path, root: str | Path | None = None) -> list[Path]:
-    """Paths from a text/CSV list: first column of each row; a Charades ``id`` header maps ids to ``root/<id>.mp4``."""
+    """Paths from a text/CSV list: the video path each row starts with (comma-, tab- or space-separated columns,
+    see :func:`_video_field`); a first row without a video path is a header. A Charades ``id`` header maps ids to
+    ``root/<id>.mp4``."""
     list_file = Path(list_file)
     if not list_file.is_file():
         raise FileNotFoundError(f"video list not found: {list_file}")
@@ -48,22 +93,60 @@ def read_video_list(list_file: str | Path, root: str | Path | None = None) -> li
         raise ValueError(f"{list_file}: the video list is empty")
     header = [c.strip().lower() for c in rows[0]]
     if "id" in header and not Path(rows[0][0]).suffix.lower() in VIDEO_EXTENSIONS:  # Charades_v1_*.csv
-        if root is None:
-            raise ValueError(f"{list_file} is a Charades annotation file (column 'id'): pass the video folder as root")
-        col = header.index("id")
-        return [Path(root) / f"{r[col].strip()}.mp4" for r in rows[1:] if len(r) > col and r[col].strip()]
+        return _charades_videos(list_file, rows, header.index("id"), root)
     base = Path(root) if root is not None else list_file.parent
     paths = []
     for i, r in enumerate(rows):
-        p = Path(r[0].strip())
-        if i == 0 and p.suffix.lower() not in VIDEO_EXTENSIONS:
-            continue  # a header row
+        field = _video_field(r[0], base)
+        if field is None:
+            if i == 0:
+                continue  # a header row (no video path in it)
+            field = r[0].strip()  # kept: the index reports it as missing or unreadable, naming it
+        p = Path(field)
         paths.append(p if p.is_absolute() else base / p)
     return paths
 
 
+CHARADES_FOLDER = "Charades_v1_480"  # the folder Charades' videos unpack to (Charades_v1_480.zip)
+
+
+def _charades_videos(list_file: Path, rows: list[list[str]], col: int, root: str | Path | None) -> list[Path]:
+    """The videos of a Charades annotation file (``Charades_v1_train.csv``, ids in column ``col``): ``<id>.mp4``
+    in ``root``, by default ``Charades_v1_480/`` next to the file, as the download unpacks.
+
+    The ids whose file is missing are left out with one warning naming the first ten and how many there are (a
+    partial download still trains); none found, or no such folder, is an error naming the folder."""
+    ids = [r[col].strip() for r in rows[1:] if len(r) > col and r[col].strip()]
+    if not ids:
+        raise ValueError(f"{list_file}: a Charades annotation file (column 'id') without any id")
+    folder = Path(root) if root is not None else list_file.parent / CHARADES_FOLDER
+    if not folder.is_dir():
+        where = "--video-root" if root is not None else f"the default: {CHARADES_FOLDER}/ next to the csv"
+        raise FileNotFoundError(f"{list_file} is a Charades annotation file (column 'id'); its videos <id>.mp4 were "
+                                f"looked for in {folder} ({where}), which is not a folder: pass the folder of the "
+                                f"videos with --video-root")
+    paths = [folder / f"{i}.mp4" for i in ids]
+    missing = [i for i, p in zip(ids, paths) if not p.is_file()]
+
+    def first(n: int = 10) -> str:
+        return ", ".join(missing[:n]) + (", ..." if len(missing) > n else "")
+
+    if len(missing) == len(ids):
+        raise ValueError(f"{list_file}: none of its {len(ids)} videos is in {folder} (no <id>.mp4 for {first()}); "
+                         f"pass the folder of the videos with --video-root")
+    if missing:
+        warnings.warn(f"{list_file}: {len(missing)} of its {len(ids)} videos are not in {folder} and are left out "
+                      f"(ids {first()}); training on the other {len(ids) - len(missing)}", stacklevel=3)
+        gone = set(missing)
+        paths = [p for i, p in zip(ids, paths) if i not in gone]
+    return paths
+
+
 def resolve_sources(source: str | Path | list, root: str | Path | None = None) -> list[Path]:
-    """Video paths from a folder, a list file, or a list of those (see the module docstring)."""
+    """Video paths from a folder, a video file, a list file, or a list of those (see the module docstring).
+
+    ``root`` (``ino train --video-root``) is where the videos of a list file are: Charades' ``<id>.mp4`` files
+    (default ``Charades_v1_480/`` next to the csv) or the folder relative paths start from (default the list's)."""
     if isinstance(source, (list, tuple)):
         return [p for s in source for p in resolve_sources(s, root)]
     source = Path(source)
@@ -129,17 +212,34 @@ class VideoIndex:
         """Write the index as JSON, atomically (a crash never leaves a half-written cache)."""
         cache_file = Path(cache_file)
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(cache_file.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": [asdict(e) for e in self.entries]}))
-        os.replace(tmp, cache_file)
+        atomic_write_text(cache_file, json.dumps({"version": CACHE_VERSION,
+                                                  "entries": [asdict(e) for e in self.entries]}))
 
 
 def _unchanged(info: VideoInfo, path: str | Path) -> bool:
+    """Whether the file at ``path`` is still the one ``info`` describes: same size, modification time and status
+    change time (a copy with its times kept, ``cp -p`` or ``rsync -t``, still gets a new ctime), or still missing."""
     try:
         st = os.stat(path)
     except OSError:
         return info.size_bytes == -1 and info.error is not None  # still missing
-    return st.st_size == info.size_bytes and st.st_mtime_ns == info.mtime_ns
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (info.size_bytes, info.mtime_ns, info.ctime_ns)
+
+
+def describe_change(info: VideoInfo) -> str | None:
+    """Why the file at ``info.path`` is no longer the one that was indexed, or None if it still is: for the
+    message of a file that fails to decode while training (``removed since it was indexed``, ...)."""
+    if info.size_bytes == -1:
+        return None  # missing when indexed: not a change
+    try:
+        st = os.stat(info.path)
+    except OSError:
+        return "removed since it was indexed"
+    if st.st_size != info.size_bytes:
+        return f"changed since it was indexed ({info.size_bytes} -> {st.st_size} bytes)"
+    if (st.st_mtime_ns, st.st_ctime_ns) != (info.mtime_ns, info.ctime_ns):
+        return "changed since it was indexed (rewritten or replaced)"
+    return None
 
 
 def _read_cache(cache_file: str | Path) -> dict[str, VideoInfo]:

@@ -42,6 +42,7 @@ class VideoInfo:
     path: str
     size_bytes: int = -1
     mtime_ns: int = -1
+    ctime_ns: int = -1  # status change time: moves on every write, rename or replacement, and cannot be set back
     num_frames: int = 0
     fps: float = 0.0
     width: int = 0
@@ -91,7 +92,7 @@ def probe_video(path: str | Path) -> VideoInfo:
     except OSError as e:
         info.error = f"missing or unreadable ({e.strerror or e})"
         return info
-    info.size_bytes, info.mtime_ns = st.st_size, st.st_mtime_ns
+    info.size_bytes, info.mtime_ns, info.ctime_ns = st.st_size, st.st_mtime_ns, st.st_ctime_ns
     if st.st_size == 0:
         info.error = "empty file (0 bytes)"
         return info

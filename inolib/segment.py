@@ -298,6 +298,33 @@ def read_first_mask(path: str | Path, max_colours: int = 20) -> np.ndarray:
     return lut[inverse.reshape(rgb.shape[:2])]  # one id per colour
 
 
+SHAPES = ("ellipse", "box")
+
+
+def shape_mask(height: int, width: int, shapes: dict[int, dict]) -> np.ndarray:
+    """A first-frame mask drawn from simple shapes: uint8 ids (height, width), 0 background.
+
+    ``shapes``: ``{object id: {"shape": "ellipse" | "box", "cx", "cy", "w", "h"}}`` with the centre and the size
+    as fractions of the frame (0..1). Later ids are drawn over earlier ones where they overlap. A rough mask:
+    label propagation carries whatever it covers, background included (lesson 11 shows how much that costs).
+    """
+    if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
+        raise ValueError(f"height and width must be whole numbers > 0, got {height!r}, {width!r}")
+    ys = (np.arange(height)[:, None] + 0.5) / height
+    xs = (np.arange(width)[None, :] + 0.5) / width
+    out = np.zeros((height, width), dtype=np.uint8)
+    for obj in sorted(shapes):
+        d = shapes[obj]
+        if not isinstance(obj, int) or not 1 <= obj <= 254:
+            raise ValueError(f"object ids must be whole numbers 1..254, got {obj!r}")
+        if d.get("shape") not in SHAPES or any(not isinstance(d.get(k), (int, float)) for k in ("cx", "cy", "w", "h")):
+            raise ValueError(f"shapes[{obj}] must be {{'shape': one of {SHAPES}, 'cx', 'cy', 'w', 'h'}}, got {d!r}")
+        dx, dy = (xs - d["cx"]) / max(d["w"] / 2, 1e-9), (ys - d["cy"]) / max(d["h"] / 2, 1e-9)
+        inside = (dx * dx + dy * dy <= 1) if d["shape"] == "ellipse" else ((np.abs(dx) <= 1) & (np.abs(dy) <= 1))
+        out[inside] = obj
+    return out
+
+
 def _grey_ids(grey: np.ndarray, path: Path, max_colours: int) -> np.ndarray:
     """Object ids from one channel of levels (see :func:`read_first_mask` for the rules)."""
     if grey.dtype.kind == "f":
@@ -344,15 +371,18 @@ class VideoSequence:
     :func:`read_first_mask`). A mask without any object is refused, as for DAVIS and YouTube-VOS sequences.
     """
 
-    def __init__(self, video: str | Path, first_mask: str | Path):
+    def __init__(self, video: str | Path, first_mask: str | Path, max_frames: int | None = None):
         from .data.video import probe_video
 
+        if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int)
+                                       or max_frames < 1):
+            raise ValueError(f"max_frames must be a whole number >= 1 or None, got {max_frames!r}")
         self.video = Path(video)
         info = probe_video(self.video)
         if info.error is not None:
             raise ValueError(f"{self.video}: {info.error}")
         self.name = self.video.stem
-        self.num_frames = info.num_frames
+        self.num_frames = info.num_frames if max_frames is None else min(info.num_frames, max_frames)
         self.size = (info.height, info.width)
         self.fps = info.fps
         mask_path = Path(first_mask)

@@ -297,3 +297,98 @@ class Choice(W.VBox):
             self.built[name] = self.builders[name]()
         self.box.children = [self.built[name]]
         return self.built[name]
+
+
+def save_upload(upload: "W.FileUpload", folder, suffixes: tuple[str, ...]) -> list:
+    """Write the files of a ``FileUpload`` widget into ``folder`` (created; atomically, one file each) and return
+    their paths. Only the base name of each upload is used (no folders from the browser), and a name whose
+    suffix is not in ``suffixes`` (e.g. ``(".mp4", ".mov")``) is a ValueError naming it."""
+    from pathlib import Path
+
+    from .atomic import atomic_write
+
+    folder = Path(folder)
+    files = list(upload.value)
+    paths = []
+    for f in files:
+        name = Path(str(f["name"]).replace("\\", "/")).name
+        if not name or name.startswith(".") or Path(name).suffix.lower() not in suffixes:
+            raise ValueError(f"uploaded file {f['name']!r}: expected a name ending in one of {suffixes}")
+        folder.mkdir(parents=True, exist_ok=True)
+        content = bytes(f["content"])
+        paths.append(atomic_write(folder / name, lambda tmp, c=content: Path(tmp).write_bytes(c)))
+    return paths
+
+
+class MaskDrawer(Explorer):
+    """Draw a rough first-frame mask with shapes: pick an object, a shape, its centre and size; the mask is
+    ``drawer.mask`` (uint8 ids (H, W)) and ``drawer.save(path)`` writes it as an indexed PNG.
+
+    Args:
+        frame: uint8 (3, H, W) the first frame; objects: how many objects may be drawn (1..10).
+        initial: optional ``{object id: shape dict}`` (see :func:`inolib.segment.shape_mask`) to start from.
+    """
+
+    def __init__(self, frame: torch.Tensor, objects: int = 3, initial: dict | None = None):
+        from .segment import SHAPES
+
+        if not isinstance(frame, torch.Tensor) or frame.dim() != 3 or frame.shape[0] != 3:
+            raise ValueError(f"frame must be a (3, H, W) image, got {getattr(frame, 'shape', type(frame))}")
+        if not 1 <= objects <= 10:
+            raise ValueError(f"objects must be 1..10, got {objects}")
+        self.frame = frame
+        self.shapes = {k: dict(v) for k, v in (initial or {1: {"shape": "ellipse", "cx": 0.5, "cy": 0.5,
+                                                                "w": 0.3, "h": 0.3}}).items()}
+        self.obj = W.Dropdown(options=list(range(1, objects + 1)), value=min(self.shapes), description="object")
+        self.kind = W.ToggleButtons(options=list(SHAPES) + ["none"], value=self.shapes[self.obj.value]["shape"])
+        first = self.shapes[self.obj.value]
+        self.cx = _slider("centre x", 0.0, 1.0, first["cx"], step=0.01, float_=True)
+        self.cy = _slider("centre y", 0.0, 1.0, first["cy"], step=0.01, float_=True)
+        self.w = _slider("width", 0.01, 1.0, first["w"], step=0.01, float_=True)
+        self.h = _slider("height", 0.01, 1.0, first["h"], step=0.01, float_=True)
+        self._loading = False
+        self.obj.observe(lambda c: self._load(c["new"]), names="value")
+        super().__init__([self.obj, self.kind, self.cx, self.cy, self.w, self.h], "Draw the first-frame mask")
+        self.render()
+
+    def _load(self, obj: int) -> None:
+        d = self.shapes.get(obj)
+        self._loading = True  # moving the sliders to this object's shape must not redraw it 5 times
+        try:
+            self.kind.value = d["shape"] if d else "none"
+            for key, sl in (("cx", self.cx), ("cy", self.cy), ("w", self.w), ("h", self.h)):
+                if d:
+                    sl.value = d[key]
+        finally:
+            self._loading = False
+        self.render()
+
+    @property
+    def mask(self) -> torch.Tensor:
+        from .segment import shape_mask
+
+        H, W_ = self.frame.shape[1:]
+        return torch.from_numpy(shape_mask(int(H), int(W_), self.shapes))
+
+    def render(self):
+        if self._loading:
+            return self.figure
+        return super().render()
+
+    def draw(self):
+        if self.kind.value == "none":
+            self.shapes.pop(self.obj.value, None)
+        else:
+            self.shapes[self.obj.value] = {"shape": self.kind.value, "cx": self.cx.value, "cy": self.cy.value,
+                                           "w": self.w.value, "h": self.h.value}
+        m = self.mask
+        self.info.value = f"objects {sorted(self.shapes)}; {int((m > 0).sum())} pixels labelled"
+        return viz.show_propagation(self.frame[None], m[None], titles=["first frame with the drawn mask"], cols=1)
+
+    def save(self, path):
+        """Write the mask as an indexed PNG (the DAVIS palette) at ``path``; returns the path."""
+        from .segment import write_ids_png
+
+        if not self.shapes:
+            raise ValueError("the mask holds no object: draw at least one shape")
+        return write_ids_png(path, self.mask)

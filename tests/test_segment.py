@@ -323,3 +323,15 @@ def test_small_temperature_and_nan_features_through_segmentation(tmp_path):
         broken.norm.weight[0] = float("nan")  # a checkpoint with a NaN weight
     with pytest.raises(ValueError, match="synthetic, frame 1.*NaN or inf"):
         segment_sequence(broken, seq, SMALL)
+
+
+def test_video_sequence_max_frames_keeps_the_first_frames(data_dir):
+    from inolib.segment import VideoSequence
+
+    apple = data_dir / "videos/cotracker_apple"
+    full = VideoSequence(apple / "apple.mp4", apple / "apple_mask.png")
+    short = VideoSequence(apple / "apple.mp4", apple / "apple_mask.png", max_frames=5)
+    assert short.num_frames == 5 < full.num_frames and len(short.frame_paths) == 5
+    assert torch.equal(short.load_frames(), full.load_frames([0, 1, 2, 3, 4]))
+    with pytest.raises(ValueError, match="max_frames"):
+        VideoSequence(apple / "apple.mp4", apple / "apple_mask.png", max_frames=0)

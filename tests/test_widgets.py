@@ -5,6 +5,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import ipywidgets  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -176,3 +177,53 @@ def test_a_lesson_with_an_explorer_runs_headless_without_stalling(tmp_path):
     state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     outputs = [o for m in state.values() if m["model_name"] == "OutputModel" for o in m["state"].get("outputs", [])]
     assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_shape_mask_draws_boxes_and_ellipses_in_fractions_of_the_frame():
+    import numpy as np
+
+    from inolib.segment import shape_mask
+
+    m = shape_mask(10, 20, {1: {"shape": "box", "cx": 0.25, "cy": 0.5, "w": 0.5, "h": 1.0},
+                            2: {"shape": "ellipse", "cx": 0.75, "cy": 0.5, "w": 0.4, "h": 0.8}})
+    assert m.dtype == np.uint8 and m.shape == (10, 20)
+    assert (m[:, :10] == 1).all() and m[5, 15] == 2 and m[0, 19] == 0 and set(np.unique(m)) == {0, 1, 2}
+    with pytest.raises(ValueError, match="shapes"):
+        shape_mask(10, 20, {1: {"shape": "star", "cx": 0.5, "cy": 0.5, "w": 0.1, "h": 0.1}})
+    with pytest.raises(ValueError, match="object ids"):
+        shape_mask(10, 20, {255: {"shape": "box", "cx": 0.5, "cy": 0.5, "w": 0.1, "h": 0.1}})
+
+
+def test_mask_drawer_keeps_one_shape_per_object_and_saves_an_indexed_png(tmp_path):
+    from PIL import Image
+
+    frame = torch.randint(0, 255, (3, 40, 60), dtype=torch.uint8)
+    d = widgets.MaskDrawer(frame, objects=2)
+    assert set(d.mask.unique().tolist()) == {0, 1}
+    d.obj.value = 2
+    d.kind.value = "box"
+    d.cx.value, d.w.value = 0.9, 0.1
+    assert set(d.mask.unique().tolist()) == {0, 1, 2} and sorted(d.shapes) == [1, 2]
+    d.obj.value = 1  # the sliders show object 1 again; object 2 is kept
+    assert d.cx.value == 0.5 and d.shapes[2]["cx"] == 0.9
+    d.kind.value = "none"
+    assert sorted(d.shapes) == [2]
+    p = d.save(tmp_path / "first.png")
+    with Image.open(p) as im:
+        assert im.mode == "P" and set(np.unique(np.array(im)).tolist()) == {0, 2}
+    d.obj.value = 2
+    d.kind.value = "none"
+    with pytest.raises(ValueError, match="no object"):
+        d.save(tmp_path / "empty.png")
+
+
+def test_save_upload_keeps_base_names_and_checks_suffixes(tmp_path):
+    up = ipywidgets.FileUpload()
+    up.value = ({"name": "../../evil/clip.mp4", "type": "video/mp4", "size": 3, "content": memoryview(b"abc"),
+                 "last_modified": __import__("datetime").datetime(2026, 1, 1)},)
+    paths = widgets.save_upload(up, tmp_path / "uploads", (".mp4",))
+    assert paths == [tmp_path / "uploads" / "clip.mp4"] and paths[0].read_bytes() == b"abc"
+    assert not (tmp_path / "evil").exists()
+    up.value = ({"name": "x.exe", "type": "", "size": 1, "content": memoryview(b"a"), "last_modified": __import__("datetime").datetime(2026, 1, 1)},)
+    with pytest.raises(ValueError, match="x.exe"):
+        widgets.save_upload(up, tmp_path / "uploads", (".mp4",))

@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all install demo test unit notebooks lab clean test-browser gpu-check gpu-check-dry gpu-wheels
+.PHONY: all install demo test unit notebooks lab book clean test-browser gpu-check gpu-check-dry gpu-wheels
 
 all: test
 
@@ -39,6 +39,12 @@ notebooks: $(STAMP)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
+
+# Every lesson executed in laptop mode (a 2-core CPU: under 5 minutes each) and rendered to static HTML with a
+# contents page: build/book/index.html. BOOK_MODE=smoke for a quick look, BOOK_MODE=paper on a GPU.
+BOOK_MODE ?= laptop
+book: $(STAMP)
+	$(PY) -m inolib.book --notebooks notebooks --out build/book --mode $(BOOK_MODE)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

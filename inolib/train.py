@@ -292,8 +292,8 @@ class Trainer:
 
     ``sources``: video folders, video files, list files (``video_root``: where a list's videos are, e.g. the
     ``Charades_v1_480/`` folder of ``Charades_v1_train.csv``; see :func:`inolib.data.index.resolve_sources`) and
-    ``synthetic:N``. Every argument and ``cfg`` (:func:`inolib.config.validate`) is checked first, before any video is indexed or
-    any network built: ``ValueError`` naming the ``ino train`` flag.
+    ``synthetic:N``. Every argument and ``cfg`` (:func:`inolib.config.validate`) is checked first, before any
+    video is indexed or any network built: ``ValueError`` naming the ``ino train`` flag.
     """
 
     def __init__(self, cfg: INOConfig, sources, out_dir: str | Path, device: str | torch.device = "cpu",

@@ -10,7 +10,6 @@ resume, logs.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal
@@ -293,8 +292,8 @@ class Trainer:
 
     ``sources``: video folders, video files, list files (``video_root``: where a list's videos are, e.g. the
     ``Charades_v1_480/`` folder of ``Charades_v1_train.csv``; see :func:`inolib.data.index.resolve_sources`) and
-    ``synthetic:N``. Every argument and ``cfg`` (:func:`inolib.config.validate`) is checked first, before any video is indexed or
-    any network built: ``ValueError`` naming the ``ino train`` flag.
+    ``synthetic:N``. Every argument and ``cfg`` (:func:`inolib.config.validate`) is checked first, before any
+    video is indexed or any network built: ``ValueError`` naming the ``ino train`` flag.
     """
 
     def __init__(self, cfg: INOConfig, sources, out_dir: str | Path, device: str | torch.device = "cpu",
@@ -549,18 +548,29 @@ class Trainer:
     def _checked(self, batches, epoch: int, bar):
         """``batches``, with :class:`UnusableVideos` (no video left that decodes) re-raised with the dataset's own
         one-line message (a loader worker's error carries its traceback), logged as an event, the progress ``bar``
-        closed first (the message then starts a line of its own)."""
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            except UnusableVideos as e:
-                error = UnusableVideos.from_loader(e)
-                bar.close()
-                self._log({"event": "no_usable_video", "step": self.step, "epoch": epoch + 1, "error": str(error)})
-                raise error from None
-            yield batch
+        closed first (the message then starts a line of its own).
+
+        The loader's worker processes are shut down as soon as the loop ends, by a ``break``, the end of the epoch
+        or any exception: an exception kept alive (by a caller or a notebook) would otherwise keep the workers
+        waiting, and since they ignore SIGTERM (see :mod:`inolib.data.clips`), the interpreter could not end them
+        at exit."""
+        try:
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    return
+                except UnusableVideos as e:
+                    error = UnusableVideos.from_loader(e)
+                    bar.close()
+                    self._log({"event": "no_usable_video", "step": self.step, "epoch": epoch + 1,
+                               "error": str(error)})
+                    raise error from None
+                yield batch
+        finally:
+            shutdown = getattr(batches, "_shutdown_workers", None)  # multi-process loader iterators only
+            if shutdown is not None:
+                shutdown()
 
     def _fit(self, stop: StopRequests) -> dict:
         cfg, o = self.cfg, self.cfg.optim

@@ -2,6 +2,7 @@
 
 import json
 import math
+import multiprocessing
 import shutil
 import subprocess
 import sys
@@ -580,6 +581,9 @@ def test_every_video_failing_while_training_is_one_clear_error(tmp_path, data_di
     assert "no video left to train on" in msg and "a.mp4" in msg and "b.mp4" in msg
     assert "changed since it was indexed" in msg  # the reason: the files are not what was indexed
     assert read_log(tmp_path / "run")[-1]["event"] == "no_usable_video"
+    # the loader worker ended with the loop, although the error is still alive here (it ignores SIGTERM: left
+    # waiting, it would hang the interpreter's exit)
+    assert not multiprocessing.active_children()
 
 
 def test_ino_train_reports_videos_that_all_fail_while_training_in_one_line(tmp_path, data_dir, capsys, monkeypatch):

@@ -7,8 +7,8 @@
     vos        DAVIS-2017 and YouTube-VOS 2018 readers
 """
 
-from .clips import (ClipDataset, ClipSampler, SkipLog, UnusableVideos, collate_clips, decode_size, load_clip_views,
-                    make_clip_loader)
+from .clips import (ClipDataset, ClipSampler, SkipLog, UnusableVideos, collate_clips, decode_size,
+                    load_clip_views, make_clip_loader)
 from .index import VideoIndex, find_videos, read_video_list, resolve_sources
 from .synthetic import (SyntheticVideo, make_synthetic_video, write_davis_layout, write_video_file,
                         write_ytvos_layout)
@@ -18,7 +18,8 @@ from .vos import (VOSSequence, davis_palette, list_davis_sequences, list_ytvos_v
                   read_davis_sequence, read_ytvos_sequence)
 
 __all__ = [
-    "ClipDataset", "ClipSampler", "SkipLog", "UnusableVideos", "collate_clips", "decode_size", "load_clip_views", "make_clip_loader",
+    "ClipDataset", "ClipSampler", "SkipLog", "UnusableVideos", "collate_clips", "decode_size", "load_clip_views",
+    "make_clip_loader",
     "VideoIndex", "find_videos", "read_video_list", "resolve_sources",
     "SyntheticVideo", "make_synthetic_video", "write_davis_layout", "write_video_file", "write_ytvos_layout",
     "VideoInfo", "probe_video", "read_clip", "read_frame_folder", "read_frames", "read_image", "resample_indices",

@@ -116,7 +116,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         run_tour(config_from_args(args), data_dir=args.data, device=args.device, seed=args.seed)
         return 0
     run_demo(data_dir=args.data, out_dir=args.out, checkpoint=args.checkpoint, train_seconds=args.train_seconds,
-             device=args.device, seed=args.seed)
+             device=args.device, seed=args.seed, **({} if args.short_side is None else {"short_side": args.short_side}))
     return 0
 
 
@@ -368,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--checkpoint", default=None, help="trained model (default DATA/checkpoints/ino_tiny.pth)")
     p.add_argument("--train-seconds", type=float, default=120.0, help="live training time budget (0: skip)")
+    p.add_argument("--short-side", type=int, default=None, help="propagation short side of the demo (default 192, "
+                                                                "to stay under 5 minutes; ino propagate uses 240)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)

@@ -25,8 +25,12 @@ demo: $(STAMP)
 	$(VENV)/bin/ino demo
 
 # tests/test_gpu_check.py runs the GPU check's CPU dry run (benchmarks/gpu_check.py --dry) among the unit tests.
+# Two pytest workers (pytest-xdist; one file per worker at a time), each torch on one thread: most tests wait on
+# Python, imports and subprocesses rather than on arithmetic. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: $(STAMP)
-	INOLIB_SMOKE=1 $(PY) -m pytest -q tests
+	INOLIB_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q $(XDIST) --durations=12 tests
 	@$(MAKE) --no-print-directory notebooks
 
 # Notebooks run under nbval in smoke mode; CI fails on a notebook committed with outputs.
@@ -34,7 +38,7 @@ notebooks: $(STAMP)
 	@nbs=$$(ls notebooks/*.ipynb 2>/dev/null); \
 	if [ -n "$$nbs" ]; then \
 	  $(VENV)/bin/nbstripout --verify $$nbs && \
-	  INOLIB_SMOKE=1 $(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=300 -p no:cacheprovider $$nbs; \
+	  INOLIB_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q $(XDIST) --nbval-lax --nbval-current-env --nbval-cell-timeout=300 -p no:cacheprovider $$nbs; \
 	else echo "no notebooks yet"; fi
 
 lab: $(STAMP)

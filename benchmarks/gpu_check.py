@@ -201,7 +201,7 @@ def stage_env(ctx: Ctx) -> None:
         with contextlib.suppress(Exception):
             info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                             capture_output=True, text=True, timeout=20).stdout.strip()
-    needs = {"timm": "every stage", "decord2": "train, lesson08, lesson10 (mp4 videos)",
+    needs = {"timm": "every stage", "decord": "train, lesson08, lesson10 (mp4 videos)",
              "nbclient": "lesson08, lesson10", "nbformat": "lesson08, lesson10", "ipykernel": "lesson08, lesson10",
              "ipywidgets": "lesson08, lesson10"}
     missing = []

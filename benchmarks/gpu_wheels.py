@@ -26,7 +26,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
-WANTED = ["decord2", "nbclient", "nbformat", "ipykernel", "jupyter_client", "ipywidgets", "timm"]
+WANTED = ["decord", "nbclient", "nbformat", "ipykernel", "jupyter_client", "ipywidgets", "timm"]
 ALWAYS = {"timm"}  # carried even though the image has a timm (its version is unknown)
 # "Python packages already there" on the nvidia-h200 image (the device tool's KINDS.md, 2026-11-17)
 ON_DEVICE = """absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build

@@ -69,3 +69,10 @@ def test_no_figure_is_made_and_never_shown():
                 f = getattr(call, "func", None)
                 if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "viz":
                     raise AssertionError(f"{nb.name} cell {i}: viz.{f.attr}(...) is not the last statement: never shown")
+
+
+def test_no_lesson_points_learners_to_internal_notes():
+    for nb in sorted(NOTEBOOKS.glob("*.ipynb")):
+        text = " ".join(_src(c) for c in json.loads(nb.read_text())["cells"])
+        for bad in (r"\bissue\b", r"ref §", r"shared/reference", r"\.\./shared"):
+            assert not re.search(bad, text), f"{nb.name}: internal reference {bad}"

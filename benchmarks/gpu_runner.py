@@ -347,22 +347,13 @@ def run_notebook(path: Path, cwd: Path, cell_timeout: int, env: dict[str, str], 
                                           **ipykernel.kernelspec.get_kernel_dict())
 
     nb = nbformat.read(path, as_version=4)
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the kernel inherits this process's environment
+    km = KernelManager(kernel_name="python3", kernel_spec_manager=ThisPython())
+    client = NotebookClient(nb, km=km, timeout=cell_timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(cwd)}})
+    t0 = time.perf_counter()
     try:
-        km = KernelManager(kernel_name="python3", kernel_spec_manager=ThisPython())
-        client = NotebookClient(nb, km=km, timeout=cell_timeout, kernel_name="python3",
-                                resources={"metadata": {"path": str(cwd)}})
-        t0 = time.perf_counter()
-        try:
-            client.execute()
-        finally:
-            if save is not None:
-                nbformat.write(nb, save)
-        return time.perf_counter() - t0
+        client.execute(env=dict(os.environ, **env))  # the kernel's environment; this process's is left alone
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        if save is not None:
+            nbformat.write(nb, save)
+    return time.perf_counter() - t0

@@ -81,31 +81,23 @@ def build_book(notebooks: str | Path = "notebooks", out: str | Path = "build/boo
     out.mkdir(parents=True, exist_ok=True)
     exporter = HTMLExporter(template_name="lab")
     pages, failed, seconds = {}, {}, {}
-    env_before = {k: os.environ.get(k) for k in ("INOLIB_MODE", "INOLIB_SMOKE")}
-    os.environ["INOLIB_MODE"] = mode  # the kernels inherit the mode
-    os.environ["INOLIB_SMOKE"] = "1" if mode == "smoke" else "0"
-    try:
-        for path in paths:
-            echo(f"{path.stem}: running in {mode} mode ...")
-            nb = nbformat.read(path, as_version=4)
-            t0 = time.perf_counter()
-            try:
-                NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
-                               resources={"metadata": {"path": str(path.parent.resolve())}}).execute()
-            except CellExecutionError as e:
-                failed[path.stem] = str(e).strip().splitlines()[-1][:300] if str(e).strip() else "error"
-                echo(f"{path.stem}: FAILED: {failed[path.stem]}")
-            seconds[path.stem] = time.perf_counter() - t0
-            body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": lesson_title(path)}})
-            pages[path.stem] = out / f"{path.stem}.html"
-            _write(pages[path.stem], body)
-            echo(f"{path.stem}: {seconds[path.stem]:.0f} s -> {pages[path.stem]}")
-    finally:
-        for k, v in env_before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    # the kernels get the mode in their environment; this process's own environment is left alone
+    kernel_env = dict(os.environ, INOLIB_MODE=mode, INOLIB_SMOKE="1" if mode == "smoke" else "0")
+    for path in paths:
+        echo(f"{path.stem}: running in {mode} mode ...")
+        nb = nbformat.read(path, as_version=4)
+        t0 = time.perf_counter()
+        try:
+            NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
+                           resources={"metadata": {"path": str(path.parent.resolve())}}).execute(env=kernel_env)
+        except CellExecutionError as e:
+            failed[path.stem] = str(e).strip().splitlines()[-1][:300] if str(e).strip() else "error"
+            echo(f"{path.stem}: FAILED: {failed[path.stem]}")
+        seconds[path.stem] = time.perf_counter() - t0
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": lesson_title(path)}})
+        pages[path.stem] = out / f"{path.stem}.html"
+        _write(pages[path.stem], body)
+        echo(f"{path.stem}: {seconds[path.stem]:.0f} s -> {pages[path.stem]}")
     rows = "\n".join(
         f'<li><a href="{html.escape(p.name)}">{html.escape(lesson_title(Path(notebooks) / (stem + ".ipynb")))}</a>'
         f' <small>({seconds[stem]:.0f} s{", FAILED: " + html.escape(failed[stem]) if stem in failed else ""})'

@@ -158,16 +158,8 @@ def test_a_lesson_with_an_explorer_runs_headless_without_stalling(tmp_path):
     lesson = Path(__file__).resolve().parents[1] / "notebooks" / "01_data_and_crops.ipynb"
     nb = nbformat.read(lesson, as_version=4)
     timeout = 40
-    env_smoke = os.environ.get("INOLIB_SMOKE")
-    os.environ["INOLIB_SMOKE"] = "1"  # the kernel inherits it
-    try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(lesson.parent)}}).execute()
-    finally:
-        if env_smoke is None:
-            os.environ.pop("INOLIB_SMOKE")
-        else:
-            os.environ["INOLIB_SMOKE"] = env_smoke
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(lesson.parent)}}
+                   ).execute(env=dict(os.environ, INOLIB_SMOKE="1"))  # the kernel's environment
     when = lambda s: dt.datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731
     runs = [c.metadata["execution"] for c in nb.cells if c.cell_type == "code" and "execution" in c.metadata]
     assert len(runs) == sum(c.cell_type == "code" for c in nb.cells)

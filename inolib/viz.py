@@ -36,8 +36,9 @@ def _grid(n: int, cols: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
-def _new(rows: int, cols: int, size: float = 2.2, **kw) -> tuple[Figure, np.ndarray]:
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False, **kw)
+def _new(rows: int, cols: int, size: float = 2.2, height: float | None = None, **kw) -> tuple[Figure, np.ndarray]:
+    """A grid of panels without ticks, ``size`` wide and ``height`` (default ``size``) high each."""
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, (height or size) * rows), squeeze=False, **kw)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -370,11 +371,7 @@ def compare_propagation(frames: torch.Tensor, labels: dict[str, torch.Tensor], s
     if not show or any(not 0 <= t < T for t in show):
         raise ValueError(f"show must be frame indices in [0, {T}), got {list(show)}")
     H, W = frames.shape[-2:]
-    fig, axes = plt.subplots(len(labels), len(show), squeeze=False,
-                             figsize=(2.6 * len(show), (2.6 * H / W + 0.35) * len(labels)))
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
+    fig, axes = _new(len(labels), len(show), size=2.6, height=2.6 * H / W + 0.35)
     for r, (name, lab) in enumerate(labels.items()):
         for c, t in enumerate(show):
             ax = axes[r, c]

@@ -23,7 +23,7 @@ import torch
 from inolib import config as C
 from inolib.baselines import PixelFeatures
 from inolib.checkpoint import load_backbone, read_checkpoint
-from inolib.data.synthetic import write_held_out_davis
+from inolib.data.synthetic import HARD_SCENE, write_held_out_davis
 from inolib.evaluate import _global_results, evaluate_sequence, object_statistics
 from inolib.model import build_backbone
 from inolib.validation import davis_jf, load_davis_for_validation
@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--short-sides", type=int, nargs="+", default=None, help="default: the checkpoint's")
     ap.add_argument("--held-out", type=int, default=4, help="held-out synthetic sequences")
     ap.add_argument("--held-out-dir", default=None, help="where to write them (default: a temporary folder)")
+    ap.add_argument("--hard", type=int, default=4, help="held-out synthetic sequences of the hard scene "
+                    "(camouflage, look-alike distractors, changing light: inolib.data.synthetic.HARD_SCENE)")
     ap.add_argument("--networks", nargs="+", default=["student", "teacher", "random init", "raw pixels"])
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
@@ -58,6 +60,9 @@ def main() -> None:
     sets = {"DAVIS sample": load_davis_for_validation(REPO / "data/davis_sample/DAVIS"),
             "held-out synthetic": load_davis_for_validation(write_held_out_davis(held_dir, args.held_out,
                                                                                  cfg.synthetic))}
+    if args.hard:
+        sets["held-out hard synthetic"] = load_davis_for_validation(
+            write_held_out_davis(held_dir / "hard", args.hard, cfg.synthetic, scene=HARD_SCENE))
     torch.manual_seed(0)
     nets = {"student": load_backbone(args.checkpoint, key="student", device=args.device)[0],
             "teacher": load_backbone(args.checkpoint, key="teacher", device=args.device)[0],

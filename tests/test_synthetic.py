@@ -221,3 +221,67 @@ def test_render_box_holds_the_whole_shape():
                 assert not (full & ~inside).any()
                 checked += int(full.any())
     assert checked > 150
+
+
+# ------------------------------------------------------------------ harder scenes (held-out evaluation)
+
+
+def _plain_and(**scene):
+    kw = dict(num_frames=12, height=96, width=128, num_objects=3, late_objects=0, seed=5)
+    return make_synthetic_video(**kw), make_synthetic_video(**kw, **scene)
+
+
+def test_harder_scenes_keep_the_masks_and_leave_default_videos_alone():
+    plain, hard = _plain_and(distractors=2, camouflage=0.7, illumination=0.3)
+    assert torch.equal(plain.masks, hard.masks)  # the labelled objects do not move
+    assert not torch.equal(plain.frames, hard.frames)
+    again = make_synthetic_video(num_frames=12, height=96, width=128, num_objects=3, late_objects=0, seed=5,
+                                 distractors=0, camouflage=0.0, illumination=0.0)
+    assert torch.equal(plain.frames, again.frames)  # off means exactly the default video
+
+
+def test_distractors_wear_an_objects_texture_in_the_background():
+    plain, hard = _plain_and(distractors=3)
+    bg = plain.masks == 0  # (T, H, W)
+    changed = ((hard.frames.float() - plain.frames.float()).abs().amax(1) > 40) & bg  # noise sigma is 2
+    assert changed.flatten(1).sum(1).min() > 50  # a distractor shows in every frame ...
+    assert not (((hard.frames.float() - plain.frames.float()).abs().amax(1) > 40) & ~bg).any()  # ... never on an object
+    obj = plain.frames.permute(0, 2, 3, 1)[~bg].float()[::7]  # colours the objects wear
+    fake = hard.frames.permute(0, 2, 3, 1)[changed].float()[::7]
+    assert torch.cdist(fake, obj).amin(1).median() < 12  # the distractors wear those colours
+
+
+def test_camouflage_makes_the_background_look_like_the_objects():
+    def distance(v):
+        px = v.frames[0].permute(1, 2, 0).float()
+        bg, obj = px[v.masks[0] == 0][::5], px[v.masks[0] > 0][::5]
+        return float(torch.cdist(bg, obj).amin(1).median())
+
+    plain, hard = _plain_and(camouflage=1.0)
+    assert distance(hard) < 0.5 * distance(plain)
+
+
+def test_illumination_changes_the_light_over_time():
+    plain, hard = _plain_and(illumination=0.3)
+    spread = lambda v: float(v.frames.float().mean((2, 3)).std(0).mean())  # per channel, over time
+    assert spread(hard) > 3 * spread(plain) and spread(hard) > 5
+
+
+def test_harder_scene_arguments_are_checked():
+    for bad in ({"distractors": -1}, {"distractors": 1.5}, {"camouflage": 1.2}, {"illumination": 1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            make_synthetic_video(num_frames=4, **bad)
+
+
+def test_held_out_hard_set(tmp_path):
+    from inolib.config import SyntheticConfig
+    from inolib.data.synthetic import HARD_SCENE, write_held_out_davis
+
+    cfg = SyntheticConfig(height=64, width=96, num_objects=2)
+    root = write_held_out_davis(tmp_path / "hard", 2, cfg, num_frames=5, scene=HARD_SCENE)
+    assert list_davis_sequences(root) == ["heldout_hard_10000", "heldout_hard_10001"]
+    plain = write_held_out_davis(tmp_path / "plain", 1, cfg, num_frames=5)
+    a, b = read_davis_sequence(root, "heldout_hard_10000"), read_davis_sequence(plain, "heldout_10000")
+    assert torch.equal(a.load_masks(), b.load_masks())
+    with pytest.raises(ValueError, match="blur"):
+        write_held_out_davis(tmp_path / "x", 1, cfg, scene={"blur": 1})

@@ -235,9 +235,26 @@ def _visible_enough(masks: torch.Tensor, objs: list[dict], min_pixels: int, min_
     return True
 
 
+def _camouflage(g: torch.Generator, objs: list[dict], height: int, width: int, cells: int = 10) -> torch.Tensor:
+    """A static background made of the objects' own textures: float (3, H, W). The frame is cut into the Voronoi
+    cells of ``cells`` random points, each painted with the stripes or checks of a random object (fixed to the
+    image, not moving)."""
+    ys = torch.arange(height, dtype=torch.float64)[:, None]
+    xs = torch.arange(width, dtype=torch.float64)[None, :]
+    px, py = _uniform(g, 0, width, cells), _uniform(g, 0, height, cells)
+    owner = torch.randint(0, len(objs), (cells,), generator=g)
+    cell = ((xs[None] - px[:, None, None]) ** 2 + (ys[None] - py[:, None, None]) ** 2).argmin(0)  # (H, W)
+    still = dict(cx=torch.zeros(1, dtype=torch.float64), cy=torch.zeros(1, dtype=torch.float64),
+                 theta=torch.zeros(1, dtype=torch.float64))
+    textures = torch.stack([_texture(o, still, 0, xs, ys) for o in objs])  # (K, 3, H, W)
+    pick = owner[cell]  # (H, W): whose texture each pixel shows
+    return textures.gather(0, pick[None, None].expand(1, 3, height, width))[0]
+
+
 def make_synthetic_video(num_frames: int = 24, height: int = 96, width: int = 128, num_objects: int = 3,
                          late_objects: int = 1, seed: int = 0, fps: float = 24.0, name: str = "synthetic",
-                         keep_amodal: bool = False, max_tries: int = 50) -> SyntheticVideo:
+                         keep_amodal: bool = False, max_tries: int = 50, distractors: int = 0,
+                         camouflage: float = 0.0, illumination: float = 0.0) -> SyntheticVideo:
     """A seeded synthetic video with ground-truth masks: frames uint8 (T, 3, H, W), masks uint8 (T, H, W).
 
     Objects 1..K are drawn in id order (K on top). The last ``late_objects`` ids are absent from frame 0:
@@ -246,6 +263,16 @@ def make_synthetic_video(num_frames: int = 24, height: int = 96, width: int = 12
     least ``max(4, H * W / 500)`` pixels there and every object shows that many in at least
     min(4, its frames) frames; ValueError after ``max_tries`` failures (the frame is too small).
     ``keep_amodal`` also returns each object's unoccluded extent, bool (T, K, H, W).
+
+    Harder scenes, where colour alone does not tell an object from its surroundings (all off by default; the
+    default videos are the same with or without these arguments):
+
+    - ``distractors``: unlabelled moving objects (mask 0) wearing the texture of a random labelled object, drawn
+      beneath the labelled ones;
+    - ``camouflage`` in [0, 1]: the background is blended with a patchwork of the objects' own textures at this
+      weight (1: the background is made of them);
+    - ``illumination`` in [0, 1): each colour channel's brightness oscillates over time by up to this share
+      (a slow change of light and colour cast that moves every pixel's colour, objects and background alike).
     """
     if num_frames < 1 or height < 16 or width < 16:
         raise ValueError(f"need num_frames >= 1 and a frame of at least 16x16, got T={num_frames}, {height}x{width}")
@@ -257,6 +284,12 @@ def make_synthetic_video(num_frames: int = 24, height: int = 96, width: int = 12
         raise ValueError("late objects need at least 2 frames")
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
+    if not 0 <= int(distractors) == distractors:
+        raise ValueError(f"distractors must be an integer >= 0, got {distractors}")
+    if not 0.0 <= camouflage <= 1.0:
+        raise ValueError(f"camouflage must be in [0, 1], got {camouflage}")
+    if not 0.0 <= illumination < 1.0:
+        raise ValueError(f"illumination must be in [0, 1), got {illumination}")
     g = torch.Generator().manual_seed(int(seed))
     ys = torch.arange(height, dtype=torch.float64)[:, None]
     xs = torch.arange(width, dtype=torch.float64)[None, :]
@@ -271,16 +304,38 @@ def make_synthetic_video(num_frames: int = 24, height: int = 96, width: int = 12
     else:
         raise ValueError(f"could not place {num_objects} visible objects in {max_tries} tries on "
                          f"{height}x{width} frames; use larger frames or fewer objects")
+    # the harder-scene draws come after the plain ones, so the default videos do not change
+    fakes, fake_trs = [], []
+    for _ in range(int(distractors)):
+        fake = _draw_objects(g, num_frames, height, width, 1, 0)[0]
+        model = objs[_randint(g, 0, num_objects - 1)]
+        fake.update({k: model[k] for k in ("shape", "sides", "checks", "tex_period", "tex_angle", "hue", "sat",
+                                           "val", "dark")})
+        fakes.append(fake)
+        fake_trs.append(_trajectory(fake, num_frames, height, width))
+    if camouflage > 0:
+        background = (1 - camouflage) * background + camouflage * _camouflage(g, objs, height, width)
+    gain = torch.ones(num_frames, 3, dtype=torch.float64)
+    if illumination > 0:
+        t_axis = torch.arange(num_frames, dtype=torch.float64)[:, None]
+        period, phase = _uniform(g, 24.0, 48.0), _uniform(g, 0, 2 * math.pi, 3)
+        gain = 1 + illumination * torch.sin(2 * math.pi * t_axis / period + phase[None])  # (T, 3)
     frames = torch.empty(num_frames, 3, height, width, dtype=torch.uint8)
     for t in range(num_frames):
         img = background.clone()
+        for o, tr in zip(fakes, fake_trs):  # beneath the labelled objects, so the masks stay exact
+            y0, y1, x0, x1 = _box(tr, t, height, width)
+            if y1 > y0 and x1 > x0:
+                sup = _support(o, tr, t, xs[:, x0:x1], ys[y0:y1])
+                img[:, y0:y1, x0:x1] = torch.where(sup, _texture(o, tr, t, xs[:, x0:x1], ys[y0:y1]),
+                                                   img[:, y0:y1, x0:x1])
         for j, (o, tr) in enumerate(zip(objs, trs)):
             y0, y1, x0, x1 = _box(tr, t, height, width)
             visible = masks[t, y0:y1, x0:x1] == j + 1
             if bool(visible.any()):
                 crop = img[:, y0:y1, x0:x1]
                 img[:, y0:y1, x0:x1] = torch.where(visible, _texture(o, tr, t, xs[:, x0:x1], ys[y0:y1]), crop)
-        img = img + 2.0 * torch.randn(img.shape, generator=g, dtype=torch.float64)
+        img = img * gain[t][:, None, None] + 2.0 * torch.randn(img.shape, generator=g, dtype=torch.float64)
         frames[t] = img.round().clamp(0, 255).to(torch.uint8)
     return SyntheticVideo(frames=frames, masks=masks, fps=float(fps), name=name, amodal=amodal)
 
@@ -458,19 +513,31 @@ def write_training_videos(folder: str | Path, count: int, cfg) -> list[Path]:
     return paths
 
 
-def write_held_out_davis(root: str | Path, count: int, cfg, num_frames: int = 48) -> Path:
+# The held-out scenes where colour alone fails (camouflaged background, look-alike distractors, changing light):
+# the plain synthetic scenes are tracked as well by raw pixels as by any network (BENCHMARKS.md)
+HARD_SCENE = {"distractors": 3, "camouflage": 0.7, "illumination": 0.3}
+
+
+def write_held_out_davis(root: str | Path, count: int, cfg, num_frames: int = 48, scene: dict | None = None) -> Path:
     """A DAVIS-layout validation set of ``count`` synthetic sequences that training never sees: the settings of
     :class:`inolib.config.SyntheticConfig` ``cfg`` (size, objects) with seeds ``HELD_OUT_SEED + i`` and
-    ``num_frames`` frames. Written once (kept when ``root`` already lists them); returns ``root``."""
+    ``num_frames`` frames. ``scene`` adds the harder-scene arguments of :func:`make_synthetic_video`
+    (e.g. :data:`HARD_SCENE`); such sequences are named ``heldout_hard_<seed>``. Written once (kept when
+    ``root`` already lists them); returns ``root``."""
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
+    scene = dict(scene or {})
+    unknown = set(scene) - {"distractors", "camouflage", "illumination"}
+    if unknown:
+        raise ValueError(f"scene: unknown keys {sorted(unknown)} (distractors, camouflage, illumination)")
     root = Path(root)
-    names = [f"heldout_{HELD_OUT_SEED + i}" for i in range(count)]
+    prefix = "heldout_hard" if scene else "heldout"
+    names = [f"{prefix}_{HELD_OUT_SEED + i}" for i in range(count)]
     listed = root / "ImageSets" / "2017" / "val.txt"
     if listed.is_file() and listed.read_text().split() == names:
         return root
     for i, name in enumerate(names):
         video = make_synthetic_video(num_frames, cfg.height, cfg.width, cfg.num_objects, late_objects=0,
-                                     seed=HELD_OUT_SEED + i, fps=cfg.fps, name=name)
+                                     seed=HELD_OUT_SEED + i, fps=cfg.fps, name=name, **scene)
         write_davis_layout(video, root)
     return root

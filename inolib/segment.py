@@ -97,20 +97,38 @@ def _first_mask_file(seq) -> str:
 
 @torch.no_grad()
 def segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, device: str | torch.device = "cpu",
-                     batch: int = 4, first_label_mode: str = "bilinear", progress: bool = False) -> torch.Tensor:
+                     batch: int = 4, first_label_mode: str = "bilinear", progress: bool = False,
+                     features: torch.Tensor | None = None) -> torch.Tensor:
     """Propagate the sequence's given masks through all its frames: uint8 ids (T, H, W) at the original size.
 
     Objects whose first mask is on a later frame (YouTube-VOS) join at that frame (see :class:`Propagator`).
     ``progress`` shows a bar over the frames. This keeps every mask (T x H x W bytes); to write or look at a
     long video frame by frame use :func:`iter_segment_sequence`, whose memory does not depend on T.
+    ``features`` (T, D, h, w): the sequence's features already extracted with these settings (see
+    :func:`sequence_features`), to propagate them again with other propagation settings.
     """
-    return torch.stack(list(iter_segment_sequence(vit, seq, cfg, device, batch, first_label_mode, progress)))
+    return torch.stack(list(iter_segment_sequence(vit, seq, cfg, device, batch, first_label_mode, progress,
+                                                  features)))
+
+
+@torch.no_grad()
+def sequence_features(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, device: str | torch.device = "cpu",
+                      batch: int = 4) -> torch.Tensor:
+    """The features label propagation uses for every frame of ``seq``: float (T, D, h, w) on the CPU (block
+    ``cfg.feature_block``, frames resized as ``cfg`` says), for :func:`segment_sequence`'s ``features``."""
+    H, W = seq.size
+    patch = vit.patch_embed.patch_size[0]
+    check_propagation_config(cfg, patch)
+    size = FrameSize.for_frame(H, W, cfg.short_side, cfg.round_to if cfg.round_to else patch, patch)
+    return torch.stack([f.cpu() for f in extract_features(vit, seq.load_frames, seq.num_frames, size,
+                                                          cfg.feature_block, batch, torch.device(device),
+                                                          resize=cfg.resize)])
 
 
 @torch.no_grad()
 def iter_segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, device: str | torch.device = "cpu",
-                          batch: int = 4, first_label_mode: str = "bilinear",
-                          progress: bool = False) -> Iterator[torch.Tensor]:
+                          batch: int = 4, first_label_mode: str = "bilinear", progress: bool = False,
+                          features: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """Yield the uint8 ids (H, W) of frames 0, 1, ..., T-1 at the original size, each as soon as it is final.
 
     Only the propagator's context queue is kept, so memory does not depend on the number of frames. The
@@ -140,8 +158,16 @@ def iter_segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig,
         if t > 0:
             labels[0] = 0  # a late reference carries only its new objects
         starts[t] = labels
-    feats = extract_features(vit, seq.load_frames, seq.num_frames, size, cfg.feature_block, batch, dev,
-                             resize=cfg.resize)
+    if features is None:
+        feats = extract_features(vit, seq.load_frames, seq.num_frames, size, cfg.feature_block, batch, dev,
+                                 resize=cfg.resize)
+    else:
+        want = (seq.num_frames, "D", *grid)
+        if (not isinstance(features, torch.Tensor) or features.dim() != 4 or features.shape[0] != seq.num_frames
+                or tuple(features.shape[2:]) != grid):
+            raise ValueError(f"features must be the sequence's features of shape {want} (sequence_features with the "
+                             f"same short_side), got {_shape_of(features)}")
+        feats = (f.to(dev) for f in features)
     if 0 in seq.mask_paths:  # frame 0 is the given mask (void 255 written as background)
         m0 = seq.load_mask(0)
         yield torch.where(m0 == 255, torch.zeros_like(m0), m0)
@@ -160,6 +186,10 @@ def iter_segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig,
         except ValueError as e:
             raise ValueError(f"sequence {getattr(seq, 'name', '?')}, frame {t}: {e}") from None
         yield labels_to_ids(soft, (H, W), patch)
+
+
+def _shape_of(x) -> str:
+    return f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
 
 
 def write_ids_png(path: str | Path, ids: torch.Tensor | np.ndarray, palette: np.ndarray | None = None) -> Path:

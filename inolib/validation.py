@@ -82,24 +82,64 @@ def compare_on_sequence(networks: dict, seq, cfg: PropagationConfig, device: str
     ``"ground truth"`` with its ids.
     """
     from .baselines import copy_first_mask
-    from .evaluate import jaccard
 
     if not isinstance(networks, dict) or not networks:
         raise ValueError("networks must be a non-empty dict {name: backbone}")
     gt = seq.load_masks()
     if gt.shape[0] < 3:
         raise ValueError(f"sequence {seq.name}: {gt.shape[0]} frames; J&F needs at least 3")
-    objects = list(seq.object_ids)
     results = {name: segment_sequence(net, seq, cfg, device) for name, net in networks.items()}
     if copy_baseline:
         results["copy frame 0"] = copy_first_mask(gt[0], gt.shape[0])
-    out = {}
-    for name, ids in results.items():
-        per_frame = torch.stack([torch.as_tensor(jaccard(ids == o, gt == o), dtype=torch.float64)
-                                 for o in objects]).mean(0)
-        scores = evaluate_sequence(ids, gt, max(objects, default=0), seq.name)
-        rows = [object_statistics(s) for s in scores.values()]
-        out[name] = {"ids": ids.to(torch.uint8), "J": per_frame,
-                     "J&F": float(np.mean([(r["J_mean"] + r["F_mean"]) / 2 for r in rows]))}
+    out = {name: _score(ids, gt, seq) for name, ids in results.items()}
     out["ground truth"] = {"ids": torch.where(gt == 255, torch.zeros_like(gt), gt)}
     return out
+
+
+# propagation settings that only change how features are propagated (not the features themselves)
+SWEEPABLE = ("topk", "num_context", "radius", "temperature")
+
+
+def sweep_propagation(vit, seq, cfg: PropagationConfig, setting: str, values, device: str | torch.device = "cpu"
+                      ) -> dict:
+    """J&F of one sequence for each value of one propagation setting, the features extracted once.
+
+    Args:
+        vit: a backbone (INOViT or a baseline such as ``PixelFeatures``); seq: a fully annotated sequence
+            (at least 3 frames); cfg: the other settings; setting: one of ``SWEEPABLE`` (topk, num_context,
+            radius, temperature); values: the values to try.
+    Returns ``{value: {"J&F": float, "J": float (T,) per frame, "ids": uint8 (T, H, W)}}``, scored as
+    :func:`compare_on_sequence` scores (official J&F over frames 1..T-2, mean over objects).
+    """
+    from dataclasses import replace
+
+    from .segment import sequence_features
+
+    if setting not in SWEEPABLE:
+        raise ValueError(f"setting must be one of {SWEEPABLE} (short_side and feature_block change the features "
+                         f"themselves), got {setting!r}")
+    values = list(values)
+    if not values:
+        raise ValueError("values: give at least one value to try")
+    gt = seq.load_masks()
+    if gt.shape[0] < 3:
+        raise ValueError(f"sequence {seq.name}: {gt.shape[0]} frames; J&F needs at least 3")
+    feats = sequence_features(vit, seq, cfg, device)
+    out = {}
+    for v in values:
+        run = replace(cfg, **{setting: v})
+        ids = segment_sequence(vit, seq, run, device, features=feats)
+        out[v] = _score(ids, gt, seq)
+    return out
+
+
+def _score(ids: torch.Tensor, gt: torch.Tensor, seq) -> dict:
+    """Per-frame J (mean over objects, frame 0 included) and the official J&F-Mean of one sequence's ids."""
+    from .evaluate import jaccard
+
+    objects = list(seq.object_ids)
+    per_frame = torch.stack([torch.as_tensor(jaccard(ids == o, gt == o), dtype=torch.float64)
+                             for o in objects]).mean(0)
+    rows = [object_statistics(s) for s in evaluate_sequence(ids, gt, max(objects, default=0), seq.name).values()]
+    return {"ids": ids.to(torch.uint8), "J": per_frame,
+            "J&F": float(np.mean([(r["J_mean"] + r["F_mean"]) / 2 for r in rows]))}

@@ -8,7 +8,8 @@ from inolib import config as C
 from inolib.baselines import PixelFeatures, copy_first_mask
 from inolib.data import read_davis_sequence
 from inolib.evaluate import evaluate_sequence
-from inolib.validation import compare_on_sequence
+from inolib.segment import segment_sequence, sequence_features
+from inolib.validation import compare_on_sequence, sweep_propagation
 
 
 def test_head_keeps_the_first_frames_and_their_masks(data_dir):
@@ -46,3 +47,33 @@ def test_compare_on_sequence_scores_each_method_as_the_official_protocol(data_di
     assert torch.equal(r["copy frame 0"]["ids"][3], r["copy frame 0"]["ids"][0])
     with pytest.raises(ValueError, match="networks"):
         compare_on_sequence({}, seq, cfg)
+
+
+def test_sweep_propagation_equals_propagating_each_setting_from_scratch(data_dir):
+    seq = read_davis_sequence(data_dir / "davis_sample/DAVIS", "car-shadow").head(5)
+    cfg = C.override(C.smoke(), {"propagation.short_side": 64, "propagation.radius": 4}).propagation
+    torch.manual_seed(0)
+    from inolib.model import build_backbone
+    vit = build_backbone(C.smoke().model).eval()
+    r = sweep_propagation(vit, seq, cfg, "radius", [1, 4])
+    assert list(r) == [1, 4]
+    for radius in (1, 4):
+        fresh = compare_on_sequence({"net": vit}, seq, C.override(C.smoke(), {
+            "propagation.short_side": 64, "propagation.radius": radius}).propagation, copy_baseline=False)["net"]
+        assert torch.equal(r[radius]["ids"], fresh["ids"]) and r[radius]["J&F"] == pytest.approx(fresh["J&F"])
+    assert not torch.equal(r[1]["ids"], r[4]["ids"])  # the setting really changes the result
+    with pytest.raises(ValueError, match="short_side"):
+        sweep_propagation(vit, seq, cfg, "short_side", [64])
+    with pytest.raises(ValueError, match="values"):
+        sweep_propagation(vit, seq, cfg, "topk", [])
+
+
+def test_segment_sequence_checks_given_features(data_dir):
+    seq = read_davis_sequence(data_dir / "davis_sample/DAVIS", "car-shadow").head(3)
+    cfg = C.override(C.smoke(), {"propagation.short_side": 64}).propagation
+    feats = sequence_features(PixelFeatures(8), seq, cfg)
+    assert feats.shape[0] == 3 and feats.shape[1] == 3 * 64
+    assert torch.equal(segment_sequence(PixelFeatures(8), seq, cfg, features=feats),
+                       segment_sequence(PixelFeatures(8), seq, cfg))
+    with pytest.raises(ValueError, match="features must"):
+        segment_sequence(PixelFeatures(8), seq, cfg, features=feats[:2])

@@ -16,8 +16,8 @@ direction shared by every view carries no information), L2-normalises, and takes
 similarities at ``temperature`` over the candidates. It is a probe, not INO's loss: the loss compares K-dimensional
 head outputs; the probe compares backbone class tokens across a handful of clips.
 
-The crops (``global_views``, ``sample_boxes``, ``crop_views``) are the training's geometry without its colour
-augmentation, seeded so a figure is the same on every run: a box of a given area fraction and aspect ratio,
+The crops (``global_views``, ``local_views``, ``sample_boxes``, ``crop_views``) are the training's geometry without
+its colour augmentation, seeded so a figure is the same on every run: a box of a given area fraction and aspect ratio,
 resized (bicubic, antialiased) and normalised with the crop settings' mean and std.
 """
 
@@ -98,6 +98,18 @@ def global_views(frames: torch.Tensor, crops: CropConfig, seed: int = 0) -> torc
     H, W = frames.shape[-2:]
     return torch.cat([crop_views(f, sample_boxes(H, W, crops.global_scale, 1, crops.ratio, seed=1000 * seed + i),
                                  crops.global_size, crops) for i, f in enumerate(frames)])
+
+
+def local_views(frames: Sequence[torch.Tensor], scale: tuple[float, float], n: int, crops: CropConfig,
+                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` local crops of each of S frames (uint8 (3, H, W) each, sizes may differ), area fraction drawn from
+    ``scale``, resized to ``crops.local_size`` and normalised: float (S * n, 3, Sl, Sl), frame-major (the crops of
+    frame 0 first), and their boxes int64 (S, n, 4) ``(top, left, h, w)``. Frame i uses seed ``seed + i``."""
+    if len(frames) == 0:
+        raise ValueError("frames must hold at least one frame")
+    boxes = [sample_boxes(f.shape[-2], f.shape[-1], scale, n, crops.ratio, seed=seed + i) for i, f in enumerate(frames)]
+    views = torch.cat([crop_views(f, b, crops.local_size, crops) for f, b in zip(frames, boxes)])
+    return views, torch.stack(boxes)
 
 
 @torch.no_grad()

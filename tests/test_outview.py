@@ -7,7 +7,8 @@ import torch
 
 from inolib import config as C
 from inolib.model import build_backbone
-from inolib.outview import class_tokens, crop_views, global_views, match_probs, partner_cross_entropy, sample_boxes
+from inolib.outview import (class_tokens, crop_views, global_views, local_views, match_probs, partner_cross_entropy,
+                            sample_boxes)
 
 
 def test_boxes_have_the_asked_area_fit_the_frame_and_are_seeded():
@@ -68,3 +69,14 @@ def test_class_tokens_batch_like_one_call():
     tok = class_tokens(vit, x, batch=2)
     with torch.no_grad():
         assert torch.allclose(tok, vit.encode(x)[0], atol=1e-5)
+
+
+def test_local_views_are_frame_major_with_their_boxes():
+    crops = C.smoke().crops
+    frames = [torch.zeros(3, 40, 60, dtype=torch.uint8), torch.full((3, 50, 30), 255, dtype=torch.uint8)]
+    v, b = local_views(frames, (0.1, 0.2), 3, crops, seed=5)
+    assert v.shape == (6, 3, crops.local_size, crops.local_size) and b.shape == (2, 3, 4)
+    assert float(v[:3].mean()) < 0 < float(v[3:].mean())                 # black frame first, then the white one
+    assert torch.equal(b[1], sample_boxes(50, 30, (0.1, 0.2), 3, crops.ratio, seed=6))
+    with pytest.raises(ValueError, match="at least one"):
+        local_views([], (0.1, 0.2), 3, crops)

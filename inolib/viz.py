@@ -84,6 +84,41 @@ def show_clip_crops(frames: torch.Tensor, global_crops: torch.Tensor, local_crop
     return _done(fig)
 
 
+def show_crop_boxes(frame: torch.Tensor, boxes: torch.Tensor, values: dict[str, torch.Tensor], cbar_label: str = "",
+                    vmin: float = 0.0, vmax: float = 1.0, cmap: str = "RdYlGn") -> Figure:
+    """One frame (3, H, W) with crop boxes (n, 4) ``(top, left, h, w)`` drawn on it, once per entry of ``values``
+    ``{panel title: (n,) one value per box}``; each box's outline is coloured by its value on a shared scale
+    (``vmin`` to ``vmax``) with a colour bar. Axes in pixels of the frame."""
+    if frame.dim() != 3 or frame.shape[0] != 3:
+        raise ValueError(f"frame must be (3, H, W), got {tuple(frame.shape)}")
+    if boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be (n, 4) rows (top, left, h, w), got {tuple(boxes.shape)}")
+    if not values or any(torch.as_tensor(v).numel() != len(boxes) for v in values.values()):
+        raise ValueError(f"values must map each panel to {len(boxes)} values (one per box), got "
+                         f"{ {k: torch.as_tensor(v).numel() for k, v in values.items()} }")
+    import matplotlib as mpl
+
+    norm = mpl.colors.Normalize(vmin=vmin, vmax=vmax)
+    colours = plt.get_cmap(cmap)
+    H, W = frame.shape[-2:]
+    fig, axes = plt.subplots(1, len(values), figsize=(3.8 * len(values) + 0.8, 3.8 * H / W + 0.6), squeeze=False)
+    order = None
+    for ax, (name, v) in zip(axes[0], values.items()):
+        v = torch.as_tensor(v).detach().float().cpu()
+        order = torch.argsort(v, descending=True)  # the worst boxes drawn last, on top
+        ax.imshow(to_image(frame))
+        for i in order.tolist():
+            t, l, h, w = (int(x) for x in boxes[i])
+            ax.add_patch(Rectangle((l - 0.5, t - 0.5), w, h, fill=False, lw=2, edgecolor=colours(norm(float(v[i])))))
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("x (pixels)")
+        ax.set_ylabel("y (pixels)")
+    fig.tight_layout()
+    fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=colours), ax=list(axes[0]), label=cbar_label, shrink=0.9)
+    plt.close(fig)
+    return fig
+
+
 def show_patch_grid(image: torch.Tensor, patch_size: int, mask: torch.Tensor | None = None,
                     title: str | None = None, mean=None, std=None) -> Figure:
     """An image with its patch grid; ``mask`` (N,) or (h, w) bool shades masked patches."""

@@ -117,3 +117,17 @@ def test_plot_runs_and_show_matrices():
 
     with pytest.raises(ValueError, match="2-d"):
         viz.show_matrices({"x": torch.rand(3)})
+
+
+def test_show_crop_boxes_colours_each_box_by_its_value():
+    frame = torch.zeros(3, 40, 60, dtype=torch.uint8)
+    boxes = torch.tensor([[0, 0, 10, 10], [5, 20, 20, 30]])
+    fig = viz.show_crop_boxes(frame, boxes, {"a": torch.tensor([0.1, 0.9]), "b": [1.0, 0.0]}, cbar_label="p")
+    assert isinstance(fig, Figure) and len(fig.axes) == 3  # two panels and the colour bar
+    assert len(fig.axes[0].patches) == 2 and fig.axes[-1].get_ylabel() == "p"
+    import pytest
+
+    with pytest.raises(ValueError, match="one per box"):
+        viz.show_crop_boxes(frame, boxes, {"a": torch.tensor([0.1])})
+    with pytest.raises(ValueError, match="boxes"):
+        viz.show_crop_boxes(frame, boxes[:, :3], {"a": torch.tensor([0.1, 0.2])})

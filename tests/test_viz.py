@@ -30,7 +30,7 @@ def test_figures_have_their_panels():
     mask[:5] = True
     assert len(viz.show_patch_grid(frames[0], 8, mask).axes) == 1
     tabs = {"8x8": torch.randn(8, 8, 6), "28x28": torch.randn(28, 28, 6)}
-    assert len(viz.show_pos_similarity(tabs).axes) == 4
+    assert len(viz.show_pos_similarity(tabs).axes) == 4 + 1  # 2 queries x 2 tables + the colour bar
     assert len(viz.show_attention(frames[0], torch.rand(3, 24), (4, 6)).axes) == 4
     assert len(viz.show_affinity(frames[0], frames[1], torch.rand(24, 24), (4, 6), query=7).axes) == 3
     assert len(viz.show_distributions({"teacher": torch.rand(100).softmax(0), "student": torch.rand(100).softmax(0)}).axes) == 1
@@ -117,3 +117,23 @@ def test_plot_runs_and_show_matrices():
 
     with pytest.raises(ValueError, match="2-d"):
         viz.show_matrices({"x": torch.rand(3)})
+
+
+def test_token_figures_compare_networks_with_labelled_axes():
+    frame = torch.randint(0, 255, (3, 32, 48), dtype=torch.uint8)
+    fig = viz.compare_feature_pca(frame, {"shipped": torch.rand(4, 6, 3), "random init": torch.rand(4, 6, 3)},
+                                  notes={"shipped": "60 % of the variance"})
+    assert len(fig.axes) == 3 and fig.axes[1].get_xlabel() == "column (patches)"
+    assert "60 %" in fig.axes[1].get_title()
+    attn = {"shipped": torch.rand(3, 24).softmax(-1), "random init": torch.rand(3, 24).softmax(-1)}
+    fig = viz.compare_attention(frame, attn, (4, 6))
+    assert len(fig.axes) == 2 * 4 + 1  # two rows of input + 3 heads, and one colour bar
+    assert "uniform" in fig.axes[-1].get_ylabel()
+    import pytest
+
+    with pytest.raises(ValueError, match="heads"):
+        viz.compare_attention(frame, {"a": torch.rand(3, 24), "b": torch.rand(2, 24)}, (4, 6))
+    with pytest.raises(ValueError, match=r"\(h, w, 3\)"):
+        viz.compare_feature_pca(frame, {"a": torch.rand(4, 6)})
+    fig = viz.show_pos_similarity({"8x8": torch.randn(8, 8, 6)}, queries=[(0.5, 0.5)])
+    assert fig.axes[0].get_ylabel() == "row (patches)" and "cosine" in fig.axes[-1].get_ylabel()

@@ -84,6 +84,33 @@ def show_clip_crops(frames: torch.Tensor, global_crops: torch.Tensor, local_crop
     return _done(fig)
 
 
+def show_crop_boxes(frame: torch.Tensor, boxes: dict[str, torch.Tensor], title: str = "") -> Figure:
+    """Crop boxes drawn on a frame: ``frame`` uint8 (3, H, W), ``boxes`` {label: (n, 4) rows (top, left, height,
+    width) in pixels} (e.g. :func:`inolib.augment.crop_boxes`), one colour per label. Axes in pixels."""
+    if not boxes:
+        raise ValueError("boxes must hold at least one set of boxes")
+    for name, b in boxes.items():
+        if b.dim() != 2 or b.shape[1] != 4:
+            raise ValueError(f"boxes[{name!r}] must be (n, 4) rows (top, left, height, width), got {tuple(b.shape)}")
+    img = to_image(frame)
+    H, W = img.shape[:2]
+    fig, ax = plt.subplots(figsize=(6.4, 6.4 * H / W + 0.6))
+    ax.imshow(img)
+    colours = plt.get_cmap("tab10").colors
+    for c, (name, b) in enumerate(boxes.items()):
+        for k, (t, l, h, w) in enumerate(b.tolist()):
+            ax.add_patch(Rectangle((l - 0.5, t - 0.5), w, h, fill=False, ec=colours[c % 10], lw=1.8,
+                                   label=name if k == 0 else None))
+    ax.set_xlim(-0.5, W - 0.5)
+    ax.set_ylim(H - 0.5, -0.5)
+    ax.set_xlabel("x (pixels)")
+    ax.set_ylabel("y (pixels)")
+    ax.legend(fontsize=8, loc="upper right", framealpha=0.8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _done(fig)
+
+
 def show_patch_grid(image: torch.Tensor, patch_size: int, mask: torch.Tensor | None = None,
                     title: str | None = None, mean=None, std=None) -> Figure:
     """An image with its patch grid; ``mask`` (N,) or (h, w) bool shades masked patches."""

@@ -137,3 +137,12 @@ def test_token_figures_compare_networks_with_labelled_axes():
         viz.compare_feature_pca(frame, {"a": torch.rand(4, 6)})
     fig = viz.show_pos_similarity({"8x8": torch.randn(8, 8, 6)}, queries=[(0.5, 0.5)])
     assert fig.axes[0].get_ylabel() == "row (patches)" and "cosine" in fig.axes[-1].get_ylabel()
+
+
+def test_show_crop_boxes_draws_every_box_with_a_legend():
+    frame = torch.randint(0, 255, (3, 48, 64), dtype=torch.uint8)
+    fig = viz.show_crop_boxes(frame, {"global": torch.tensor([[0, 8, 48, 48]]),
+                                      "local": torch.tensor([[2, 2, 10, 10], [20, 30, 8, 12]])})
+    ax = fig.axes[0]
+    assert len(ax.patches) == 3 and ax.get_xlabel() == "x (pixels)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["global", "local"]

@@ -75,3 +75,49 @@ class MultiCrop:
         finally:
             torch.set_num_threads(threads)
         return globals_, locals_
+
+
+def crop_boxes(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], num: int,
+               seed: int = 0) -> torch.Tensor:
+    """``num`` crop boxes of an H x W frame drawn as ``RandomResizedCrop`` draws them: long (num, 4) rows
+    (top, left, box height, box width) in pixels.
+
+    The rule (torchvision's): up to 10 tries of an area ``s * H * W`` with s ~ U(scale) and an aspect ratio
+    w / h log-uniform in ``ratio``; the first box that fits in the frame is taken. When none fits, the fallback is
+    the centred box of the frame clipped to the ratio range (the whole frame when its own aspect ratio is inside
+    it). Seeded by ``seed`` alone (torch's global generator is left as it was).
+    """
+    from torchvision.transforms import RandomResizedCrop
+
+    if height < 1 or width < 1:
+        raise ValueError(f"height and width must be >= 1, got {height} x {width}")
+    if not 0 < scale[0] <= scale[1] <= 1:
+        raise ValueError(f"scale must be (lo, hi) with 0 < lo <= hi <= 1, got {tuple(scale)}")
+    if not 0 < ratio[0] <= ratio[1]:
+        raise ValueError(f"ratio must be (lo, hi) with 0 < lo <= hi, got {tuple(ratio)}")
+    if num < 1:
+        raise ValueError(f"num must be >= 1, got {num}")
+    frame = torch.empty(1, int(height), int(width))  # only its size is read
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        boxes = [RandomResizedCrop.get_params(frame, list(scale), list(ratio)) for _ in range(num)]
+    return torch.tensor(boxes, dtype=torch.long)
+
+
+def object_share(mask: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Share of an object's pixels inside each crop box: ``mask`` (H, W) (nonzero = object), ``boxes`` (n, 4)
+    rows (top, left, height, width) as :func:`crop_boxes` gives them. Returns float (n,): 0 = the crop shows none
+    of the object, 1 = all of it. ValueError for an empty mask."""
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+        raise ValueError(f"mask must be an (H, W) tensor, got {getattr(mask, 'shape', type(mask))}")
+    if boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be (n, 4) rows (top, left, height, width), got {tuple(boxes.shape)}")
+    obj = (mask != 0).float()
+    total = obj.sum()
+    if total == 0:
+        raise ValueError("mask holds no object pixel")
+    # summed-area table: the object pixels of any box in four look-ups
+    sat = torch.nn.functional.pad(obj.cumsum(0).cumsum(1), (1, 0, 1, 0))
+    t, l, h, w = boxes.unbind(1)
+    inside = sat[t + h, l + w] - sat[t, l + w] - sat[t + h, l] + sat[t, l]
+    return inside / total

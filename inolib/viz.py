@@ -119,6 +119,33 @@ def show_crop_boxes(frame: torch.Tensor, boxes: torch.Tensor, values: dict[str, 
     return fig
 
 
+def show_crop_sets(frame: torch.Tensor, boxes: dict[str, torch.Tensor], title: str = "") -> Figure:
+    """Crop boxes drawn on a frame: ``frame`` uint8 (3, H, W), ``boxes`` {label: (n, 4) rows (top, left, height,
+    width) in pixels} (e.g. :func:`inolib.augment.crop_boxes`), one colour per label. Axes in pixels."""
+    if not boxes:
+        raise ValueError("boxes must hold at least one set of boxes")
+    for name, b in boxes.items():
+        if b.dim() != 2 or b.shape[1] != 4:
+            raise ValueError(f"boxes[{name!r}] must be (n, 4) rows (top, left, height, width), got {tuple(b.shape)}")
+    img = to_image(frame)
+    H, W = img.shape[:2]
+    fig, ax = plt.subplots(figsize=(6.4, 6.4 * H / W + 0.6))
+    ax.imshow(img)
+    colours = plt.get_cmap("tab10").colors
+    for c, (name, b) in enumerate(boxes.items()):
+        for k, (t, l, h, w) in enumerate(b.tolist()):
+            ax.add_patch(Rectangle((l - 0.5, t - 0.5), w, h, fill=False, ec=colours[c % 10], lw=1.8,
+                                   label=name if k == 0 else None))
+    ax.set_xlim(-0.5, W - 0.5)
+    ax.set_ylim(H - 0.5, -0.5)
+    ax.set_xlabel("x (pixels)")
+    ax.set_ylabel("y (pixels)")
+    ax.legend(fontsize=8, loc="upper right", framealpha=0.8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _done(fig)
+
+
 def show_patch_grid(image: torch.Tensor, patch_size: int, mask: torch.Tensor | None = None,
                     title: str | None = None, mean=None, std=None) -> Figure:
     """An image with its patch grid; ``mask`` (N,) or (h, w) bool shades masked patches."""
@@ -140,12 +167,54 @@ def show_patch_grid(image: torch.Tensor, patch_size: int, mask: torch.Tensor | N
     return _done(fig)
 
 
+def compare_feature_pca(image: torch.Tensor, maps: dict[str, torch.Tensor], notes: dict[str, str] | None = None,
+                        mean=None, std=None) -> Figure:
+    """Patch features as colours, side by side: the image, then one panel per network.
+
+    Args:
+        image: (3, H, W) uint8, or normalised float with ``mean``/``std``.
+        maps: {network name: (h, w, 3)} values in [0, 1], e.g. :func:`inolib.tokens.pca_rgb` of its feature map
+            (the three leading principal components as red, green and blue).
+        notes: optional {network name: text} added under the panel's title (e.g. the explained variance).
+    Axes are in patches; patches of similar colour have similar features (within one panel only: each network
+    has its own components).
+    """
+    if not maps:
+        raise ValueError("maps must hold at least one network")
+    for name, m in maps.items():
+        if m.dim() != 3 or m.shape[-1] != 3:
+            raise ValueError(f"maps[{name!r}] must be (h, w, 3), got {tuple(m.shape)}")
+    img = to_image(image, mean, std)
+    H, W = img.shape[:2]
+    n = len(maps) + 1
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.6 * H / W + 0.9), squeeze=False)
+    axes[0, 0].imshow(img)
+    axes[0, 0].set_title("frame", fontsize=9)
+    axes[0, 0].set_xticks([]), axes[0, 0].set_yticks([])
+    for ax, (name, m) in zip(axes[0, 1:], maps.items()):
+        ax.imshow(m.detach().float().cpu().clamp(0, 1).numpy(), interpolation="nearest")
+        note = (notes or {}).get(name)
+        ax.set_title(f"{name}: PC 1-3 as R, G, B" + (f"\n{note}" if note else ""), fontsize=9)
+        ax.set_xlabel("column (patches)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0, 1].set_ylabel("row (patches)", fontsize=8)
+    return _done(fig)
+
+
 def show_pos_similarity(tables: dict[str, torch.Tensor], queries: Sequence[tuple[float, float]] = ((0.5, 0.5), (0.1, 0.1))) -> Figure:
     """Cosine similarity of chosen positions to every other position, for position tables (h, w, D).
 
-    ``queries`` are (row, col) as fractions of the grid, so tables of different sizes are comparable.
+    ``queries`` are (row, col) as fractions of the grid, so tables of different sizes are comparable. One column
+    per table, one row per query (marked with a red cross); axes in patches, one shared colour bar from -1 to 1.
     """
-    fig, axes = _new(len(queries), len(tables), size=2.6)
+    if not tables:
+        raise ValueError("tables must hold at least one (h, w, D) table")
+    for name, tab in tables.items():
+        if tab.dim() != 3:
+            raise ValueError(f"tables[{name!r}] must be (h, w, D), got {tuple(tab.shape)}")
+    fig, axes = plt.subplots(len(queries), len(tables), figsize=(2.9 * len(tables) + 0.9, 2.5 * len(queries)),
+                             squeeze=False)
+    im = None
     for c, (name, tab) in enumerate(tables.items()):
         tab = tab.detach().float().cpu()
         h, w, _ = tab.shape
@@ -154,11 +223,19 @@ def show_pos_similarity(tables: dict[str, torch.Tensor], queries: Sequence[tuple
             i, j = min(h - 1, int(qy * h)), min(w - 1, int(qx * w))
             sim = (z @ z[i * w + j]).reshape(h, w).numpy()
             ax = axes[r, c]
-            ax.imshow(sim, cmap="viridis", vmin=-1, vmax=1)
+            im = ax.imshow(sim, cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
             ax.plot(j, i, "r+", ms=8)
             if r == 0:
                 ax.set_title(f"{name}: {h}x{w}", fontsize=9)
-    return _done(fig)
+            if r == len(queries) - 1:
+                ax.set_xlabel("column (patches)", fontsize=8)
+            if c == 0:
+                ax.set_ylabel("row (patches)", fontsize=8)
+            ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.colorbar(im, ax=list(axes.flat), label="cosine similarity to the + position", shrink=0.9)
+    plt.close(fig)
+    return fig
 
 
 def show_attention(image: torch.Tensor, attn: torch.Tensor, grid: tuple[int, int], mean=None, std=None) -> Figure:
@@ -171,6 +248,51 @@ def show_attention(image: torch.Tensor, attn: torch.Tensor, grid: tuple[int, int
         axes[0, k + 1].imshow(attn[k].detach().float().cpu().reshape(grid).numpy(), cmap="inferno")
         axes[0, k + 1].set_title(f"head {k + 1}", fontsize=9)
     return _done(fig)
+
+
+def compare_attention(image: torch.Tensor, attns: dict[str, torch.Tensor], grid: tuple[int, int], mean=None,
+                      std=None) -> Figure:
+    """The class token's attention per head for several networks on the same image: one row per network.
+
+    Args:
+        image: (3, H, W) uint8, or normalised float with ``mean``/``std``.
+        attns: {network name: (heads, N)} the class token's attention to the N = h*w patches (its row of the
+            attention matrix without the class token itself).
+        grid: (h, w) patch grid.
+    Each map is shown as attention x N, so 1 means "as much as a uniform head" on one shared colour scale.
+    """
+    if not attns:
+        raise ValueError("attns must hold at least one network")
+    h, w = grid
+    heads = {a.shape[0] for a in attns.values()}
+    if len(heads) != 1 or any(a.dim() != 2 or a.shape[1] != h * w for a in attns.values()):
+        raise ValueError(f"every attention must be (heads, {h * w}) with the same heads, got "
+                         f"{[tuple(a.shape) for a in attns.values()]}")
+    H = heads.pop()
+    maps = {k: a.detach().float().cpu().reshape(H, h, w).numpy() * (h * w) for k, a in attns.items()}
+    hi = max(float(m.max()) for m in maps.values())
+    img = to_image(image, mean, std)
+    fig, axes = plt.subplots(len(maps), H + 1, figsize=(2.7 * (H + 1) + 1.0, 2.7 * len(maps) * h / w + 0.6),
+                             squeeze=False)
+    im = None
+    for r, (name, m) in enumerate(maps.items()):
+        axes[r, 0].imshow(img)
+        axes[r, 0].set_xticks([]), axes[r, 0].set_yticks([])
+        axes[r, 0].set_ylabel(name, fontsize=10)
+        for k in range(H):
+            ax = axes[r, k + 1]
+            im = ax.imshow(m[k], cmap="inferno", vmin=0, vmax=hi, interpolation="nearest")
+            ax.set_title(f"{name}, head {k + 1}", fontsize=8)
+            ax.tick_params(labelsize=6)
+            if r == len(maps) - 1:
+                ax.set_xlabel("column (patches)", fontsize=7)
+            if k == 0:
+                ax.set_ylabel("row (patches)", fontsize=7)
+    axes[0, 0].set_title("input", fontsize=8)
+    fig.tight_layout()
+    fig.colorbar(im, ax=list(axes.flat), label="attention x N (1 = uniform)", shrink=0.9)
+    plt.close(fig)
+    return fig
 
 
 def show_distributions(dists: dict[str, torch.Tensor], top: int = 50) -> Figure:

@@ -124,6 +124,31 @@ class MaskExplorer(Explorer):
                                    title=f"{self.mode.value} mask, r = {self.ratio.value:.2f}")
 
 
+class PositionExplorer(Explorer):
+    """Move a query position over position tables (h, w, D) of any sizes; see its cosine similarity to every
+    position in each (:func:`inolib.viz.show_pos_similarity`). The query is a fraction of the grid, so tables of
+    different sizes (a learned 8 x 8 table and its resized copies, or two networks' tables) show the same place.
+
+    Args:
+        tables: {name: (h, w, D)} e.g. ``{"shipped 8x8": ..., "random 8x8": ..., "shipped 30x53": ...}``.
+    """
+
+    def __init__(self, tables: dict):
+        if not tables or any(t.dim() != 3 for t in tables.values()):
+            raise ValueError("tables must be a non-empty {name: (h, w, D) tensor} dict")
+        self.tables = tables
+        self.row = _slider("row (fraction)", 0.0, 0.99, 0.5, step=0.05, float_=True)
+        self.col = _slider("column (fraction)", 0.0, 0.99, 0.5, step=0.05, float_=True)
+        super().__init__([self.row, self.col], "Position explorer")
+        self.render()
+
+    def draw(self):
+        cells = ", ".join(f"{k}: ({min(t.shape[0] - 1, int(self.row.value * t.shape[0]))}, "
+                          f"{min(t.shape[1] - 1, int(self.col.value * t.shape[1]))})" for k, t in self.tables.items())
+        self.info.value = f"query cell (row, column) in each table: {cells}"
+        return viz.show_pos_similarity(self.tables, queries=[(self.row.value, self.col.value)])
+
+
 class TemperatureExplorer(Explorer):
     """How the teacher temperature and the center shape the teacher's target distribution.
 

@@ -81,3 +81,30 @@ def test_grayscale_and_counts_come_from_the_config(frame):
     torch.testing.assert_close(raw[:, :, 0], raw[:, :, 1], atol=2e-6, rtol=0)  # grey: equal channels
     g0, l0 = MultiCrop(dataclasses.replace(cfg, num_local=0))(frame[None])
     assert l0.shape == (1, 0, 3, 32, 32)
+
+
+def test_crop_boxes_follow_the_scale_and_fall_back_on_wide_frames():
+    from inolib.augment import crop_boxes
+
+    b = crop_boxes(256, 340, (0.05, 0.8), (3 / 4, 4 / 3), 200, seed=0)
+    assert b.shape == (200, 4)
+    area = (b[:, 2] * b[:, 3]).float() / (256 * 340)
+    assert area.min() > 0.04 and area.max() < 0.82                # the scale range, up to rounding
+    assert torch.all(b[:, 0] + b[:, 2] <= 256) and torch.all(b[:, 1] + b[:, 3] <= 340)
+    assert torch.equal(b, crop_boxes(256, 340, (0.05, 0.8), (3 / 4, 4 / 3), 200, seed=0))   # seeded
+    # 16:9 frame, scale >= 0.8 and aspect <= 4/3: no box fits, every draw is the centred 4:3 fallback
+    g = crop_boxes(480, 854, (0.8, 0.95), (3 / 4, 4 / 3), 50, seed=1)
+    assert {tuple(r) for r in g.tolist()} == {(0, 107, 480, 640)}
+    with pytest.raises(ValueError, match="scale"):
+        crop_boxes(10, 10, (0.9, 0.5), (1, 1), 1)
+
+
+def test_object_share_counts_the_object_inside_each_box():
+    from inolib.augment import object_share
+
+    mask = torch.zeros(10, 10, dtype=torch.uint8)
+    mask[2:4, 2:6] = 1                                             # 8 object pixels
+    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 3, 4], [5, 5, 5, 5]])
+    assert object_share(mask, boxes).tolist() == [1.0, 0.25, 0.0]
+    with pytest.raises(ValueError, match="no object"):
+        object_share(torch.zeros(4, 4), boxes[:1])

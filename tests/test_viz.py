@@ -30,7 +30,7 @@ def test_figures_have_their_panels():
     mask[:5] = True
     assert len(viz.show_patch_grid(frames[0], 8, mask).axes) == 1
     tabs = {"8x8": torch.randn(8, 8, 6), "28x28": torch.randn(28, 28, 6)}
-    assert len(viz.show_pos_similarity(tabs).axes) == 4
+    assert len(viz.show_pos_similarity(tabs).axes) == 4 + 1  # 2 queries x 2 tables + the colour bar
     assert len(viz.show_attention(frames[0], torch.rand(3, 24), (4, 6)).axes) == 4
     assert len(viz.show_affinity(frames[0], frames[1], torch.rand(24, 24), (4, 6), query=7).axes) == 3
     assert len(viz.show_distributions({"teacher": torch.rand(100).softmax(0), "student": torch.rand(100).softmax(0)}).axes) == 1
@@ -131,3 +131,32 @@ def test_show_crop_boxes_colours_each_box_by_its_value():
         viz.show_crop_boxes(frame, boxes, {"a": torch.tensor([0.1])})
     with pytest.raises(ValueError, match="boxes"):
         viz.show_crop_boxes(frame, boxes[:, :3], {"a": torch.tensor([0.1, 0.2])})
+
+
+def test_token_figures_compare_networks_with_labelled_axes():
+    frame = torch.randint(0, 255, (3, 32, 48), dtype=torch.uint8)
+    fig = viz.compare_feature_pca(frame, {"shipped": torch.rand(4, 6, 3), "random init": torch.rand(4, 6, 3)},
+                                  notes={"shipped": "60 % of the variance"})
+    assert len(fig.axes) == 3 and fig.axes[1].get_xlabel() == "column (patches)"
+    assert "60 %" in fig.axes[1].get_title()
+    attn = {"shipped": torch.rand(3, 24).softmax(-1), "random init": torch.rand(3, 24).softmax(-1)}
+    fig = viz.compare_attention(frame, attn, (4, 6))
+    assert len(fig.axes) == 2 * 4 + 1  # two rows of input + 3 heads, and one colour bar
+    assert "uniform" in fig.axes[-1].get_ylabel()
+    import pytest
+
+    with pytest.raises(ValueError, match="heads"):
+        viz.compare_attention(frame, {"a": torch.rand(3, 24), "b": torch.rand(2, 24)}, (4, 6))
+    with pytest.raises(ValueError, match=r"\(h, w, 3\)"):
+        viz.compare_feature_pca(frame, {"a": torch.rand(4, 6)})
+    fig = viz.show_pos_similarity({"8x8": torch.randn(8, 8, 6)}, queries=[(0.5, 0.5)])
+    assert fig.axes[0].get_ylabel() == "row (patches)" and "cosine" in fig.axes[-1].get_ylabel()
+
+
+def test_show_crop_sets_draws_every_box_with_a_legend():
+    frame = torch.randint(0, 255, (3, 48, 64), dtype=torch.uint8)
+    fig = viz.show_crop_sets(frame, {"global": torch.tensor([[0, 8, 48, 48]]),
+                                      "local": torch.tensor([[2, 2, 10, 10], [20, 30, 8, 12]])})
+    ax = fig.axes[0]
+    assert len(ax.patches) == 3 and ax.get_xlabel() == "x (pixels)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["global", "local"]

@@ -219,3 +219,14 @@ def test_save_upload_keeps_base_names_and_checks_suffixes(tmp_path):
     up.value = ({"name": "x.exe", "type": "", "size": 1, "content": memoryview(b"a"), "last_modified": __import__("datetime").datetime(2026, 1, 1)},)
     with pytest.raises(ValueError, match="x.exe"):
         widgets.save_upload(up, tmp_path / "uploads", (".mp4",))
+
+
+def test_position_explorer_moves_the_query_in_every_table():
+    tables = {"8x8": torch.randn(8, 8, 6), "30x53": torch.randn(30, 53, 6)}
+    ex = widgets.PositionExplorer(tables)
+    first = ex.figure
+    assert "8x8: (4, 4)" in ex.info.value and "30x53: (15, 26)" in ex.info.value
+    ex.row.value = 0.0
+    assert "8x8: (0, 4)" in ex.info.value and ex.figure is not first
+    with pytest.raises(ValueError):
+        widgets.PositionExplorer({})

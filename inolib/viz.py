@@ -105,6 +105,40 @@ def show_patch_grid(image: torch.Tensor, patch_size: int, mask: torch.Tensor | N
     return _done(fig)
 
 
+def _patch_map(x: torch.Tensor, grid: tuple[int, int], name: str) -> np.ndarray:
+    """(N,) or (h, w) per-patch values -> (h, w) float array; raises naming ``name`` on a wrong size."""
+    h, w = grid
+    x = torch.as_tensor(x).detach().float().cpu()
+    if x.numel() != h * w:
+        raise ValueError(f"{name} has {x.numel()} values, the patch grid {h}x{w} has {h * w}")
+    return x.reshape(h, w).numpy()
+
+
+def show_masks(image: torch.Tensor, masks: dict[str, torch.Tensor], patch_size: int, mean=None, std=None) -> Figure:
+    """Several patch masks on the same image, one panel each: masked patches (True) greyed out.
+
+    Args:
+        image: (3, H, W), uint8 or normalised with ``mean``/``std``; H, W multiples of ``patch_size``.
+        masks: {title: bool (N,) or (h, w)}, N = (H / patch_size) * (W / patch_size).
+    Each title gets the count of masked patches appended.
+    """
+    if not masks:
+        raise ValueError("masks must hold at least one mask")
+    img = to_image(image, mean, std)
+    H, W = img.shape[:2]
+    if H % patch_size or W % patch_size:
+        raise ValueError(f"image {H}x{W} is not a multiple of patch_size {patch_size}")
+    grid = (H // patch_size, W // patch_size)
+    fig, axes = _new(1, len(masks), size=3.0, height=3.0 * H / W + 0.4)
+    for ax, (name, m) in zip(axes[0], masks.items()):
+        m = _patch_map(m, grid, f"masks[{name!r}]") > 0
+        shade = np.kron(m, np.ones((patch_size, patch_size)))[..., None]
+        ax.imshow(np.where(shade > 0, 0.25 + 0.15 * img, img))  # masked: dark grey, a trace of the image left
+        ax.set_title(f"{name}: {int(m.sum())} of {m.size} masked", fontsize=9)
+    axes[0, 0].set_ylabel(f"{grid[0]} x {grid[1]} patches of {patch_size} px", fontsize=8)
+    return _done(fig)
+
+
 def show_pos_similarity(tables: dict[str, torch.Tensor], queries: Sequence[tuple[float, float]] = ((0.5, 0.5), (0.1, 0.1))) -> Figure:
     """Cosine similarity of chosen positions to every other position, for position tables (h, w, D).
 
@@ -136,6 +170,48 @@ def show_attention(image: torch.Tensor, attn: torch.Tensor, grid: tuple[int, int
         axes[0, k + 1].imshow(attn[k].detach().float().cpu().reshape(grid).numpy(), cmap="inferno")
         axes[0, k + 1].set_title(f"head {k + 1}", fontsize=9)
     return _done(fig)
+
+
+def show_patch_values(image: torch.Tensor, maps: dict[str, torch.Tensor], grid: tuple[int, int],
+                      mask: torch.Tensor | None = None, cbar_label: str = "", mean=None, std=None,
+                      vmin: float | None = None, vmax: float | None = None, cmap: str = "magma") -> Figure:
+    """An image and per-patch values over it (e.g. a cross-entropy per masked patch), one panel per map.
+
+    Args:
+        image: (3, H, W), uint8 or normalised with ``mean``/``std``.
+        maps: {title: (N,) or (h, w) values}, N = h * w; NaN leaves a patch uncoloured.
+        grid: (h, w) patch grid.
+        mask: optional bool (N,) or (h, w): shaded on the first panel, and only these patches are coloured.
+    The maps share one colour scale (``vmin``/``vmax``, default their range) and one colour bar.
+    """
+    if not maps:
+        raise ValueError("maps must hold at least one map")
+    img = to_image(image, mean, std)
+    H, W = img.shape[:2]
+    h, w = grid
+    arrays = {k: _patch_map(v, grid, f"maps[{k!r}]") for k, v in maps.items()}
+    keep = None if mask is None else _patch_map(mask, grid, "mask") > 0
+    if keep is not None:
+        arrays = {k: np.where(keep, a, np.nan) for k, a in arrays.items()}
+    finite = [a[np.isfinite(a)] for a in arrays.values()]
+    lo = vmin if vmin is not None else min((f.min() for f in finite if f.size), default=0.0)
+    hi = vmax if vmax is not None else max((f.max() for f in finite if f.size), default=1.0)
+    fig, axes = _new(1, 1 + len(arrays), size=3.0, height=3.0 * H / W + 0.4)
+    axes[0, 0].imshow(img)
+    if keep is not None:
+        axes[0, 0].imshow(np.where(keep, 1.0, np.nan), cmap="Greys", vmin=0, vmax=1.5, alpha=0.6,
+                          extent=(0, W, H, 0), interpolation="nearest")
+    axes[0, 0].set_title("input" if keep is None else f"input, {int(keep.sum())} patches masked", fontsize=9)
+    im = None
+    grey = img.mean(-1)
+    for ax, (name, a) in zip(axes[0, 1:], arrays.items()):
+        ax.imshow(grey, cmap="gray", vmin=0, vmax=1)
+        im = ax.imshow(a, cmap=cmap, vmin=lo, vmax=hi, extent=(0, W, H, 0), interpolation="nearest", alpha=0.9)
+        ax.set_title(name, fontsize=9)
+    fig.tight_layout()
+    fig.colorbar(im, ax=list(axes[0]), label=cbar_label, shrink=0.85)
+    plt.close(fig)
+    return fig
 
 
 def show_distributions(dists: dict[str, torch.Tensor], top: int = 50) -> Figure:

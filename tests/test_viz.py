@@ -117,3 +117,20 @@ def test_plot_runs_and_show_matrices():
 
     with pytest.raises(ValueError, match="2-d"):
         viz.show_matrices({"x": torch.rand(3)})
+
+
+def test_show_masks_and_patch_values_check_their_grids():
+    import pytest
+
+    img = torch.randint(0, 255, (3, 16, 24), dtype=torch.uint8)
+    m = torch.zeros(6, dtype=torch.bool)
+    m[:2] = True
+    fig = viz.show_masks(img, {"random": m, "block": m.reshape(2, 3)}, 8)
+    assert len(fig.axes) == 2 and "2 of 6" in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="random"):
+        viz.show_masks(img, {"random": torch.zeros(5, dtype=torch.bool)}, 8)
+    fig = viz.show_patch_values(img, {"shipped": torch.rand(6), "random init": torch.rand(2, 3)}, (2, 3), mask=m,
+                                cbar_label="cross-entropy (nats)")
+    assert len(fig.axes) == 4 and fig.axes[-1].get_ylabel() == "cross-entropy (nats)"  # 3 panels + colour bar
+    with pytest.raises(ValueError, match="mask"):
+        viz.show_patch_values(img, {"a": torch.rand(6)}, (2, 3), mask=torch.zeros(4, dtype=torch.bool))

@@ -197,10 +197,11 @@ def show_patch_values(image: torch.Tensor, maps: dict[str, torch.Tensor], grid: 
     lo = vmin if vmin is not None else min((f.min() for f in finite if f.size), default=0.0)
     hi = vmax if vmax is not None else max((f.max() for f in finite if f.size), default=1.0)
     fig, axes = _new(1, 1 + len(arrays), size=3.0, height=3.0 * H / W + 0.4)
-    axes[0, 0].imshow(img)
-    if keep is not None:
-        axes[0, 0].imshow(np.where(keep, 1.0, np.nan), cmap="Greys", vmin=0, vmax=1.5, alpha=0.6,
-                          extent=(0, W, H, 0), interpolation="nearest")
+    if keep is None:
+        axes[0, 0].imshow(img)
+    else:  # masked patches dark grey, as in show_masks
+        shade = np.kron(keep, np.ones((H // h, W // w)))[..., None] if H % h == 0 and W % w == 0 else None
+        axes[0, 0].imshow(img if shade is None else np.where(shade > 0, 0.25 + 0.15 * img, img))
     axes[0, 0].set_title("input" if keep is None else f"input, {int(keep.sum())} patches masked", fontsize=9)
     im = None
     grey = img.mean(-1)

@@ -55,3 +55,31 @@ def test_mim_by_ratio_records_and_checks():
         masked_predictions(student, teacher, clips, torch.zeros(1, 2, 16), center)
     with pytest.raises(ValueError, match="center"):
         masked_predictions(student, teacher, clips, torch.zeros(1, 2, 16, dtype=torch.bool), torch.zeros(1, 2, 3))
+
+
+def test_patch_logits_of_every_patch_match_the_training_forward():
+    cfg, student, _ = _pair()
+    x = torch.randn(2, 3, 32, 32)
+    mask = torch.zeros(2, 16, dtype=torch.bool)
+    mask[:, :5] = True
+    with torch.no_grad():
+        every = student.patch_logits(x, mask)  # (B, N, K)
+        out = student(x[:, None], None, mask[:, None])
+    assert every.shape == (2, 16, cfg.model.head_out_dim)
+    torch.testing.assert_close(every[:, :5], out["patch"][:, 0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="images"):
+        student.patch_logits(x[:, None])
+
+
+def test_row_mass_of_an_affinity():
+    from inolib.losses import row_mass
+
+    aff = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    rows, cols = torch.tensor([True, True]), torch.tensor([True, False, False])
+    low = float(row_mass(aff, 0.01, rows, cols))  # row 0 all on column 0, row 1 uniform (1/3)
+    assert low == pytest.approx((1.0 + 1 / 3) / 2, abs=1e-4)
+    assert float(row_mass(aff, 100.0, rows, cols)) == pytest.approx(1 / 3, abs=1e-2)
+    with pytest.raises(ValueError, match="rows"):
+        row_mass(aff, 0.1, torch.tensor([True]), cols)
+    with pytest.raises(ValueError, match="tau"):
+        row_mass(aff, 0.0, rows, cols)

@@ -219,3 +219,18 @@ def test_save_upload_keeps_base_names_and_checks_suffixes(tmp_path):
     up.value = ({"name": "x.exe", "type": "", "size": 1, "content": memoryview(b"a"), "last_modified": __import__("datetime").datetime(2026, 1, 1)},)
     with pytest.raises(ValueError, match="x.exe"):
         widgets.save_upload(up, tmp_path / "uploads", (".mp4",))
+
+
+def test_affinity_explorer_switches_to_extra_feature_sets():
+    g = torch.Generator().manual_seed(4)
+    frames = torch.randint(0, 255, (2, 3, 32, 48), dtype=torch.uint8, generator=g)
+    a, b, c = (torch.randn(2, 24, 8, generator=g) for _ in range(3))
+    ex = widgets.AffinityExplorer(frames[0], frames[1], a, b, (4, 6), names=("shipped student", "shipped teacher"),
+                                  extra={"random init": c}, query=(1, 2))
+    assert list(ex.net.options) == ["shipped teacher", "shipped student", "random init"] and ex.query == 8
+    ex.net.value = "random init"
+    assert ex.temp.value == 0.04 and "random init" in ex.info.value
+    with pytest.raises(ValueError, match="names"):
+        widgets.AffinityExplorer(frames[0], frames[1], a, b, (4, 6), names=("x", "y"), extra={"x": c})
+    with pytest.raises(ValueError, match="query"):
+        widgets.AffinityExplorer(frames[0], frames[1], a, b, (4, 6), query=(4, 0))

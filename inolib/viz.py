@@ -257,7 +257,7 @@ def show_affinity(frame_a: torch.Tensor, frame_b: torch.Tensor, affinity: torch.
 
 def compare_affinity_rows(frame_a: torch.Tensor, frame_b: torch.Tensor, rows: dict[str, torch.Tensor],
                           grid: tuple[int, int], query: int, cbar_label: str = "affinity weight", mean=None, std=None,
-                          vmax: float | None = None) -> Figure:
+                          vmax: float | None = None, log: bool = True) -> Figure:
     """One query patch of frame t and its affinity row over frame t+1, for several networks or temperatures.
 
     Args:
@@ -265,8 +265,11 @@ def compare_affinity_rows(frame_a: torch.Tensor, frame_b: torch.Tensor, rows: di
         rows: {title: (N,) row of weights over frame t+1's patches}, N = h * w (e.g. a softmax row).
         grid: (h, w) patch grid; query: the flat index of the query patch in frame t.
     Left: frame t with the query patch boxed; then one heat map per row over frame t+1 (in grey), all on one
-    colour scale from 0 to ``vmax`` (default the largest weight) with one colour bar.
+    colour scale up to ``vmax`` (default the largest weight) with one colour bar; with ``log`` (default) the scale
+    is logarithmic from ``vmax`` / 1000, so that a weight spread thinly over many patches stays visible.
     """
+    from matplotlib.colors import LogNorm, Normalize
+
     if not rows:
         raise ValueError("rows must hold at least one row")
     h, w = grid
@@ -276,16 +279,18 @@ def compare_affinity_rows(frame_a: torch.Tensor, frame_b: torch.Tensor, rows: di
     img_a, img_b = to_image(frame_a, mean, std), to_image(frame_b, mean, std)
     H, W = img_a.shape[:2]
     hi = vmax if vmax is not None else max(float(a.max()) for a in maps.values())
+    norm = LogNorm(vmin=hi / 1000, vmax=hi, clip=True) if log else Normalize(vmin=0, vmax=hi)
     fig, axes = _new(1, 1 + len(maps), size=3.0, height=3.0 * H / W + 0.4)
     qi, qj = divmod(int(query), w)
     axes[0, 0].imshow(img_a)
     axes[0, 0].add_patch(Rectangle((qj * W / w, qi * H / h), W / w, H / h, fill=False, ec="r", lw=2))
-    axes[0, 0].set_title("frame t: the query patch", fontsize=9)
+    axes[0, 0].set_title("frame t, query boxed", fontsize=9)
     im = None
     for ax, (name, a) in zip(axes[0, 1:], maps.items()):
         ax.imshow(img_b.mean(-1), cmap="gray", vmin=0, vmax=1)
-        im = ax.imshow(a, cmap="inferno", vmin=0, vmax=hi, alpha=0.75, extent=(0, W, H, 0), interpolation="nearest")
-        ax.set_title(f"{name}: frame t+1", fontsize=9)
+        im = ax.imshow(np.maximum(a, hi / 1000) if log else a, cmap="inferno", norm=norm, alpha=0.8,
+                       extent=(0, W, H, 0), interpolation="nearest")
+        ax.set_title(name, fontsize=9)
     fig.tight_layout()
     fig.colorbar(im, ax=list(axes[0]), label=cbar_label, shrink=0.85)
     plt.close(fig)

@@ -164,6 +164,28 @@ def affinity(x: torch.Tensor) -> torch.Tensor:
         return z[:, :-1] @ z[:, 1:].transpose(-1, -2)
 
 
+def row_mass(aff: torch.Tensor, tau: float, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """How much of each chosen row's softmax lands on chosen columns: a measure of a correspondence.
+
+    Args:
+        aff: (R, C) affinity (e.g. one frame pair of :func:`affinity`): row i = patch i of frame t.
+        tau: the softmax temperature over each row (as in :func:`aff_loss`).
+        rows: bool (R,), the rows to average over (e.g. the object's patches in frame t).
+        cols: bool (C,), the columns whose mass counts (e.g. the object's patches in frame t+1).
+    Returns the mean over the chosen rows of sum_{j in cols} softmax(aff_i / tau)_j, a scalar in [0, 1]
+    (1: every chosen patch matches only chosen patches; the share of chosen columns for a uniform row).
+    """
+    if aff.dim() != 2 or rows.shape != aff.shape[:1] or cols.shape != aff.shape[1:]:
+        raise ValueError(f"row_mass: aff {tuple(aff.shape)} must be (R, C), rows (R,) and cols (C,), got rows "
+                         f"{tuple(rows.shape)} and cols {tuple(cols.shape)}")
+    if rows.dtype != torch.bool or cols.dtype != torch.bool or not rows.any():
+        raise ValueError("row_mass: rows and cols must be bool, with at least one row chosen")
+    if not tau > 0:
+        raise ValueError(f"row_mass: tau must be > 0, got {tau}")
+    p = F.softmax(_atleast_f32(aff[rows]) / tau, dim=-1)  # (r, C)
+    return p[:, cols].sum(-1).mean()
+
+
 def aff_loss(student_patches: torch.Tensor, teacher_patches: torch.Tensor, mask: torch.Tensor,
              student_temp: float = 0.1, teacher_temp: float = 0.04) -> torch.Tensor:
     """L_in_aff (Eq. 4-5), inter-frame affinity consistency.

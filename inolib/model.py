@@ -341,6 +341,21 @@ class INONetwork(nn.Module):
             out["patch_mask"] = valid.to(patches.device, non_blocking=True)
         return out
 
+    def patch_logits(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Head logits of EVERY patch token, for looking at what the patch losses compare (training runs the head
+        only where a loss reads it, see :meth:`forward`).
+
+        Args:
+            images: (B, 3, H, W) normalised frames or crops.
+            mask: optional bool (B, N): these patches get the mask token (the student's view).
+        Returns:
+            (B, N, K) logits, N = (H / p) * (W / p).
+        """
+        if images.dim() != 4:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        _, patches = self.backbone.encode(images, mask)  # (B, N, D)
+        return self.head(patches)
+
 
 def build_backbone(cfg: ModelConfig, drop_path_rate: float | None = None) -> INOViT:
     """The ViT of ``cfg`` (``drop_path_rate`` overrides the config, e.g. 0 for the teacher)."""

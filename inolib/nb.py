@@ -42,6 +42,24 @@ def load_shipped(device: str | torch.device = "cpu", network: str = "student"):
     return vit, cfg, build_backbone(cfg.model).to(device).eval()
 
 
+def load_shipped_network(device: str | torch.device = "cpu", network: str = "student"):
+    """The shipped network WITH its projection head (``data/checkpoints/ino_tiny_heads.pth``), for lessons that
+    look at the distributions the losses compare: ``(net, centers, random_net)``.
+
+    ``net`` is an :class:`inolib.model.INONetwork` (``network``: student or teacher), ``centers`` the run's final
+    loss centers ``{"cls": (1, K), "patch": (1, K)}``, ``random_net`` a random initialisation of the same network
+    (seed 0: its backbone is the ``random`` of :func:`load_shipped`)."""
+    from .checkpoint import load_network, read_checkpoint
+    from .config import INOConfig
+    from .model import build_network
+
+    folder = data_dir() / "checkpoints"
+    net, centers = load_network(folder / "ino_tiny.pth", folder / "ino_tiny_heads.pth", key=network, device=device)
+    cfg = INOConfig.from_dict(read_checkpoint(folder / "ino_tiny_heads.pth")["config"])
+    torch.manual_seed(0)
+    return net, centers, build_network(cfg.model).to(device).eval()
+
+
 MODE_TEXT = {
     "smoke": "smoke mode: tiny sizes, seconds on a CPU (what the tests run)",
     "laptop": "laptop mode: minutes on a CPU, the shipped model where training would take hours",

@@ -198,6 +198,39 @@ def compare_feature_pca(image: torch.Tensor, maps: dict[str, torch.Tensor], note
         ax.set_xlabel("column (patches)", fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0, 1].set_ylabel("row (patches)", fontsize=8)
+
+
+def _patch_map(x: torch.Tensor, grid: tuple[int, int], name: str) -> np.ndarray:
+    """(N,) or (h, w) per-patch values -> (h, w) float array; raises naming ``name`` on a wrong size."""
+    h, w = grid
+    x = torch.as_tensor(x).detach().float().cpu()
+    if x.numel() != h * w:
+        raise ValueError(f"{name} has {x.numel()} values, the patch grid {h}x{w} has {h * w}")
+    return x.reshape(h, w).numpy()
+
+
+def show_masks(image: torch.Tensor, masks: dict[str, torch.Tensor], patch_size: int, mean=None, std=None) -> Figure:
+    """Several patch masks on the same image, one panel each: masked patches (True) greyed out.
+
+    Args:
+        image: (3, H, W), uint8 or normalised with ``mean``/``std``; H, W multiples of ``patch_size``.
+        masks: {title: bool (N,) or (h, w)}, N = (H / patch_size) * (W / patch_size).
+    Each title gets the count of masked patches appended.
+    """
+    if not masks:
+        raise ValueError("masks must hold at least one mask")
+    img = to_image(image, mean, std)
+    H, W = img.shape[:2]
+    if H % patch_size or W % patch_size:
+        raise ValueError(f"image {H}x{W} is not a multiple of patch_size {patch_size}")
+    grid = (H // patch_size, W // patch_size)
+    fig, axes = _new(1, len(masks), size=3.0, height=3.0 * H / W + 0.4)
+    for ax, (name, m) in zip(axes[0], masks.items()):
+        m = _patch_map(m, grid, f"masks[{name!r}]") > 0
+        shade = np.kron(m, np.ones((patch_size, patch_size)))[..., None]
+        ax.imshow(np.where(shade > 0, 0.25 + 0.15 * img, img))  # masked: dark grey, a trace of the image left
+        ax.set_title(f"{name}: {int(m.sum())} of {m.size} masked", fontsize=9)
+    axes[0, 0].set_ylabel(f"{grid[0]} x {grid[1]} patches of {patch_size} px", fontsize=8)
     return _done(fig)
 
 
@@ -291,6 +324,47 @@ def compare_attention(image: torch.Tensor, attns: dict[str, torch.Tensor], grid:
     axes[0, 0].set_title("input", fontsize=8)
     fig.tight_layout()
     fig.colorbar(im, ax=list(axes.flat), label="attention x N (1 = uniform)", shrink=0.9)
+
+
+def show_patch_values(image: torch.Tensor, maps: dict[str, torch.Tensor], grid: tuple[int, int],
+                      mask: torch.Tensor | None = None, cbar_label: str = "", mean=None, std=None,
+                      vmin: float | None = None, vmax: float | None = None, cmap: str = "magma") -> Figure:
+    """An image and per-patch values over it (e.g. a cross-entropy per masked patch), one panel per map.
+
+    Args:
+        image: (3, H, W), uint8 or normalised with ``mean``/``std``.
+        maps: {title: (N,) or (h, w) values}, N = h * w; NaN leaves a patch uncoloured.
+        grid: (h, w) patch grid.
+        mask: optional bool (N,) or (h, w): shaded on the first panel, and only these patches are coloured.
+    The maps share one colour scale (``vmin``/``vmax``, default their range) and one colour bar.
+    """
+    if not maps:
+        raise ValueError("maps must hold at least one map")
+    img = to_image(image, mean, std)
+    H, W = img.shape[:2]
+    h, w = grid
+    arrays = {k: _patch_map(v, grid, f"maps[{k!r}]") for k, v in maps.items()}
+    keep = None if mask is None else _patch_map(mask, grid, "mask") > 0
+    if keep is not None:
+        arrays = {k: np.where(keep, a, np.nan) for k, a in arrays.items()}
+    finite = [a[np.isfinite(a)] for a in arrays.values()]
+    lo = vmin if vmin is not None else min((f.min() for f in finite if f.size), default=0.0)
+    hi = vmax if vmax is not None else max((f.max() for f in finite if f.size), default=1.0)
+    fig, axes = _new(1, 1 + len(arrays), size=3.0, height=3.0 * H / W + 0.4)
+    if keep is None:
+        axes[0, 0].imshow(img)
+    else:  # masked patches dark grey, as in show_masks
+        shade = np.kron(keep, np.ones((H // h, W // w)))[..., None] if H % h == 0 and W % w == 0 else None
+        axes[0, 0].imshow(img if shade is None else np.where(shade > 0, 0.25 + 0.15 * img, img))
+    axes[0, 0].set_title("input" if keep is None else f"input, {int(keep.sum())} patches masked", fontsize=9)
+    im = None
+    grey = img.mean(-1)
+    for ax, (name, a) in zip(axes[0, 1:], arrays.items()):
+        ax.imshow(grey, cmap="gray", vmin=0, vmax=1)
+        im = ax.imshow(a, cmap=cmap, vmin=lo, vmax=hi, extent=(0, W, H, 0), interpolation="nearest", alpha=0.9)
+        ax.set_title(name, fontsize=9)
+    fig.tight_layout()
+    fig.colorbar(im, ax=list(axes[0]), label=cbar_label, shrink=0.85)
     plt.close(fig)
     return fig
 
@@ -333,6 +407,48 @@ def show_affinity(frame_a: torch.Tensor, frame_b: torch.Tensor, affinity: torch.
     axes[0, 2].axhline(query, color="r", lw=1)
     axes[0, 2].set_title(title or f"affinity matrix {A.shape[0]} x {A.shape[1]}", fontsize=9)
     return _done(fig)
+
+
+def compare_affinity_rows(frame_a: torch.Tensor, frame_b: torch.Tensor, rows: dict[str, torch.Tensor],
+                          grid: tuple[int, int], query: int, cbar_label: str = "affinity weight", mean=None, std=None,
+                          vmax: float | None = None, log: bool = True) -> Figure:
+    """One query patch of frame t and its affinity row over frame t+1, for several networks or temperatures.
+
+    Args:
+        frame_a, frame_b: (3, H, W) frames t and t+1 (uint8, or normalised with ``mean``/``std``).
+        rows: {title: (N,) row of weights over frame t+1's patches}, N = h * w (e.g. a softmax row).
+        grid: (h, w) patch grid; query: the flat index of the query patch in frame t.
+    Left: frame t with the query patch boxed; then one heat map per row over frame t+1 (in grey), all on one
+    colour scale up to ``vmax`` (default the largest weight) with one colour bar; with ``log`` (default) the scale
+    is logarithmic from ``vmax`` / 1000, so that a weight spread thinly over many patches stays visible.
+    """
+    from matplotlib.colors import LogNorm, Normalize
+
+    if not rows:
+        raise ValueError("rows must hold at least one row")
+    h, w = grid
+    if not 0 <= int(query) < h * w:
+        raise ValueError(f"query must be a patch index in [0, {h * w}), got {query}")
+    maps = {k: _patch_map(v, grid, f"rows[{k!r}]") for k, v in rows.items()}
+    img_a, img_b = to_image(frame_a, mean, std), to_image(frame_b, mean, std)
+    H, W = img_a.shape[:2]
+    hi = vmax if vmax is not None else max(float(a.max()) for a in maps.values())
+    norm = LogNorm(vmin=hi / 1000, vmax=hi, clip=True) if log else Normalize(vmin=0, vmax=hi)
+    fig, axes = _new(1, 1 + len(maps), size=3.0, height=3.0 * H / W + 0.4)
+    qi, qj = divmod(int(query), w)
+    axes[0, 0].imshow(img_a)
+    axes[0, 0].add_patch(Rectangle((qj * W / w, qi * H / h), W / w, H / h, fill=False, ec="r", lw=2))
+    axes[0, 0].set_title("frame t, query boxed", fontsize=9)
+    im = None
+    for ax, (name, a) in zip(axes[0, 1:], maps.items()):
+        ax.imshow(img_b.mean(-1), cmap="gray", vmin=0, vmax=1)
+        im = ax.imshow(np.maximum(a, hi / 1000) if log else a, cmap="inferno", norm=norm, alpha=0.8,
+                       extent=(0, W, H, 0), interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+    fig.tight_layout()
+    fig.colorbar(im, ax=list(axes[0]), label=cbar_label, shrink=0.85)
+    plt.close(fig)
+    return fig
 
 
 def overlay_labels(image: torch.Tensor, labels: torch.Tensor, palette: np.ndarray | None = None,

@@ -68,20 +68,30 @@ class AffinityExplorer(Explorer):
         student_temp, teacher_temp: the affinity temperatures (Sec. 4.4: 0.1 and 0.04).
         names: the labels of the two feature sets on the toggle (e.g. ``("shipped", "random init")`` to compare
             a trained network with its initialisation).
+        extra: optional more feature sets to switch to, {label: (2, N, C)} (e.g. a random initialisation beside a
+            shipped student and teacher); each starts at ``teacher_temp``.
+        query: optional (row, col) of the first query patch (default the grid's centre).
     """
 
     def __init__(self, frame_a, frame_b, student, teacher, grid, student_temp=0.1, teacher_temp=0.04,
-                 mean=None, std=None, names=("student", "teacher")):
+                 mean=None, std=None, names=("student", "teacher"), extra=None, query=None):
         self.frames, self.grid, self.norm = (frame_a, frame_b), grid, (mean, std)
-        if len(names) != 2 or names[0] == names[1]:
-            raise ValueError(f"names must be two different labels, got {names!r}")
+        extra = dict(extra or {})
+        if len(names) != 2 or names[0] == names[1] or set(names) & set(extra):
+            raise ValueError(f"names must be two different labels, not among extra's, got {names!r}")
         s_name, t_name = names
         self.aff = {s_name: affinity(student[None])[0, 0], t_name: affinity(teacher[None])[0, 0]}  # (N, N)
         self.default_temp = {s_name: student_temp, t_name: teacher_temp}
+        for name, feats in extra.items():
+            self.aff[name] = affinity(feats[None])[0, 0]
+            self.default_temp[name] = teacher_temp
         h, w = grid
-        self.row = _slider("query row", 0, h - 1, h // 2)
-        self.col = _slider("query col", 0, w - 1, w // 2)
-        self.net = W.ToggleButtons(options=[t_name, s_name], value=t_name)
+        r0, c0 = query if query is not None else (h // 2, w // 2)
+        if not (0 <= r0 < h and 0 <= c0 < w):
+            raise ValueError(f"query must be a (row, col) inside the {h}x{w} grid, got {query!r}")
+        self.row = _slider("query row", 0, h - 1, r0)
+        self.col = _slider("query col", 0, w - 1, c0)
+        self.net = W.ToggleButtons(options=[t_name, s_name, *extra], value=t_name)
         self.temp = _slider("temperature", 0.01, 0.3, teacher_temp, step=0.01, float_=True)
         self.net.observe(lambda c: setattr(self.temp, "value", self.default_temp[c["new"]]), names="value")
         super().__init__([self.row, self.col, self.net, self.temp], "Affinity explorer")

@@ -160,3 +160,33 @@ def test_show_crop_sets_draws_every_box_with_a_legend():
     ax = fig.axes[0]
     assert len(ax.patches) == 3 and ax.get_xlabel() == "x (pixels)"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["global", "local"]
+
+
+def test_show_masks_and_patch_values_check_their_grids():
+    import pytest
+
+    img = torch.randint(0, 255, (3, 16, 24), dtype=torch.uint8)
+    m = torch.zeros(6, dtype=torch.bool)
+    m[:2] = True
+    fig = viz.show_masks(img, {"random": m, "block": m.reshape(2, 3)}, 8)
+    assert len(fig.axes) == 2 and "2 of 6" in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="random"):
+        viz.show_masks(img, {"random": torch.zeros(5, dtype=torch.bool)}, 8)
+    fig = viz.show_patch_values(img, {"shipped": torch.rand(6), "random init": torch.rand(2, 3)}, (2, 3), mask=m,
+                                cbar_label="cross-entropy (nats)")
+    assert len(fig.axes) == 4 and fig.axes[-1].get_ylabel() == "cross-entropy (nats)"  # 3 panels + colour bar
+    with pytest.raises(ValueError, match="mask"):
+        viz.show_patch_values(img, {"a": torch.rand(6)}, (2, 3), mask=torch.zeros(4, dtype=torch.bool))
+
+
+def test_compare_affinity_rows_one_panel_per_row_and_a_colour_bar():
+    import pytest
+
+    frames = torch.randint(0, 255, (2, 3, 16, 24), dtype=torch.uint8)
+    rows = {"shipped": torch.rand(6).softmax(0), "random init": torch.rand(2, 3)}
+    fig = viz.compare_affinity_rows(frames[0], frames[1], rows, (2, 3), query=4, cbar_label="weight")
+    assert len(fig.axes) == 4 and fig.axes[-1].get_ylabel() == "weight"
+    with pytest.raises(ValueError, match="query"):
+        viz.compare_affinity_rows(frames[0], frames[1], rows, (2, 3), query=6)
+    with pytest.raises(ValueError, match="rows"):
+        viz.compare_affinity_rows(frames[0], frames[1], {"bad": torch.rand(5)}, (2, 3), query=0)

@@ -230,3 +230,18 @@ def test_position_explorer_moves_the_query_in_every_table():
     assert "8x8: (0, 4)" in ex.info.value and ex.figure is not first
     with pytest.raises(ValueError):
         widgets.PositionExplorer({})
+
+
+def test_affinity_explorer_switches_to_extra_feature_sets():
+    g = torch.Generator().manual_seed(4)
+    frames = torch.randint(0, 255, (2, 3, 32, 48), dtype=torch.uint8, generator=g)
+    a, b, c = (torch.randn(2, 24, 8, generator=g) for _ in range(3))
+    ex = widgets.AffinityExplorer(frames[0], frames[1], a, b, (4, 6), names=("shipped student", "shipped teacher"),
+                                  extra={"random init": c}, query=(1, 2))
+    assert list(ex.net.options) == ["shipped teacher", "shipped student", "random init"] and ex.query == 8
+    ex.net.value = "random init"
+    assert ex.temp.value == 0.04 and "random init" in ex.info.value
+    with pytest.raises(ValueError, match="names"):
+        widgets.AffinityExplorer(frames[0], frames[1], a, b, (4, 6), names=("x", "y"), extra={"x": c})
+    with pytest.raises(ValueError, match="query"):
+        widgets.AffinityExplorer(frames[0], frames[1], a, b, (4, 6), query=(4, 0))

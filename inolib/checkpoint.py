@@ -40,7 +40,6 @@ from .model import INOViT
 HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16}
 _HEAD_PREFIXES = ("head.", "headlist.", "fc_norm.", "last_layer.")
 FORMAT = "inolib"
-HEADS_FORMAT = "inolib-heads"
 
 
 def save_checkpoint(path: str | Path, cfg: INOConfig, student: nn.Module, teacher: nn.Module | None = None,
@@ -270,74 +269,59 @@ def load_backbone(path: str | Path, key: str | None = None, num_heads: int | Non
 
 
 def export_backbones(run_checkpoint: str | Path, out_path: str | Path, dtype: torch.dtype = torch.float16,
-                     **extra: Any) -> Path:
-    """A small file to share or ship: the student and teacher backbones of a training checkpoint (no heads, no
-    optimizer), weights cast to ``dtype``, with the run's config and step. ``load_backbone`` reads it like the
-    full checkpoint (weights come back as float32). Written atomically; returns ``out_path``."""
+                     heads: bool = False, **extra: Any) -> Path:
+    """A small file to share or ship: the student and teacher backbones of a training checkpoint (no optimizer),
+    weights cast to ``dtype``, with the run's config and step. ``load_backbone`` reads it like the full
+    checkpoint (weights come back as float32).
+
+    ``heads`` also keeps the projection heads and the loss centers (``"student_head"``, ``"teacher_head"``: head
+    state dicts without the ``head.`` prefix, cast to ``dtype``; ``"center"``: ``{"cls": (1, K), "patch":
+    (1, K)}`` float32), which :func:`load_network` needs to rebuild whole networks: lessons use them to look at
+    the distributions the losses compare (label propagation does not). Written atomically; returns ``out_path``."""
     run_checkpoint, out_path = Path(run_checkpoint), Path(out_path)
     ck = torch.load(run_checkpoint, map_location="cpu", weights_only=True)
     if not isinstance(ck, dict) or ck.get("format") != FORMAT or "student" not in ck or "teacher" not in ck:
         raise ValueError(f"{run_checkpoint}: not an inolib training checkpoint with a student and a teacher")
 
-    def backbone(state: dict) -> dict:
-        return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()
-                if k.startswith("backbone.")}
-
-    state = {"format": FORMAT, "config": ck["config"], "student": backbone(ck["student"]),
-             "teacher": backbone(ck["teacher"]), "step": ck.get("step"), **extra}
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(out_path, lambda tmp: torch.save(state, tmp))
-
-
-def export_heads(run_checkpoint: str | Path, out_path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
-    """The projection heads and the centers of a training checkpoint, the companion of :func:`export_backbones`.
-
-    Writes ``{"format": "inolib-heads", "config", "step", "student", "teacher", "center"}``: the student's and
-    the teacher's head state dicts (keys without the ``head.`` prefix, weights cast to ``dtype``) and the loss
-    centers ``{"cls": (1, K), "patch": (1, K)}`` (float32). Lessons need them to look at the distributions the
-    losses compare (label propagation does not). Written atomically; returns ``out_path``."""
-    run_checkpoint, out_path = Path(run_checkpoint), Path(out_path)
-    ck = torch.load(run_checkpoint, map_location="cpu", weights_only=True)
-    if not isinstance(ck, dict) or ck.get("format") != FORMAT or "student" not in ck or "teacher" not in ck:
-        raise ValueError(f"{run_checkpoint}: not an inolib training checkpoint with a student and a teacher")
-    centers = ck.get("criterion") or {}
-    if "center.patch" not in centers or "center.cls" not in centers:
-        raise ValueError(f"{run_checkpoint}: no loss centers ('criterion' with center.cls and center.patch)")
-
-    def head(state: dict) -> dict:
-        out = {k[len("head."):]: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()
-               if k.startswith("head.")}
+    def part(state: dict, prefix: str, strip: bool) -> dict:
+        out = {(k[len(prefix):] if strip else k): (v.to(dtype) if v.is_floating_point() else v)
+               for k, v in state.items() if k.startswith(prefix)}
         if not out:
-            raise ValueError(f"{run_checkpoint}: the network has no head weights")
+            raise ValueError(f"{run_checkpoint}: the network has no {prefix.rstrip('.')} weights")
         return out
 
-    state = {"format": HEADS_FORMAT, "config": ck["config"], "step": ck.get("step"),
-             "student": head(ck["student"]), "teacher": head(ck["teacher"]),
-             "center": {"cls": centers["center.cls"].float(), "patch": centers["center.patch"].float()}}
+    state = {"format": FORMAT, "config": ck["config"], "student": part(ck["student"], "backbone.", False),
+             "teacher": part(ck["teacher"], "backbone.", False), "step": ck.get("step"), **extra}
+    if heads:
+        centers = ck.get("criterion") or {}
+        if "center.patch" not in centers or "center.cls" not in centers:
+            raise ValueError(f"{run_checkpoint}: no loss centers ('criterion' with center.cls and center.patch)")
+        state.update(student_head=part(ck["student"], "head.", True), teacher_head=part(ck["teacher"], "head.", True),
+                     center={"cls": centers["center.cls"].float(), "patch": centers["center.patch"].float()})
     out_path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(out_path, lambda tmp: torch.save(state, tmp))
 
 
-def load_network(backbones: str | Path, heads: str | Path, key: str = "student",
-                 device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Backbone + head of one network (``key``: student or teacher) from the two exported files.
+def load_network(path: str | Path, key: str = "student", device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Backbone + projection head of one network (``key``: student or teacher) from a file written by
+    :func:`export_backbones` with ``heads=True``.
 
-    Returns an :class:`inolib.model.INONetwork` in eval mode (float32) and the centers ``{"cls", "patch"}``,
-    each (1, K). Raises ``ValueError`` when ``key`` is not in both files or the files come from different runs
-    (different configs or steps)."""
+    Returns an :class:`inolib.model.INONetwork` in eval mode (float32) and the loss centers ``{"cls", "patch"}``,
+    each (1, K). Raises ``ValueError`` naming the file when it holds no such head or no centers."""
     from .model import INONetwork, build_head
 
     if key not in ("student", "teacher"):
         raise ValueError(f"key must be 'student' or 'teacher', got {key!r}")
-    vit, _ = load_backbone(backbones, key=key, device="cpu")
-    hd = read_checkpoint(heads)
-    if not isinstance(hd, dict) or hd.get("format") != HEADS_FORMAT or key not in hd:
-        raise ValueError(f"{heads}: not an exported heads file with a {key!r} head (see export_heads)")
-    bb = read_checkpoint(backbones)
-    if isinstance(bb, dict) and (bb.get("config") != hd["config"] or bb.get("step") != hd["step"]):
-        raise ValueError(f"{heads} and {backbones} come from different runs (config or step differ)")
-    cfg = INOConfig.from_dict(hd["config"])
-    head = build_head(cfg.model)
-    head.load_state_dict({k: v.float() for k, v in hd[key].items()})
+    path = Path(path)
+    vit, _ = load_backbone(path, key=key, device="cpu")
+    obj = read_checkpoint(path)
+    if not isinstance(obj, dict) or not isinstance(obj.get(f"{key}_head"), dict) or not isinstance(obj.get("center"), dict):
+        raise ValueError(f"{path}: no {key} head or no loss centers in the file (export it with "
+                         f"export_backbones(..., heads=True))")
+    head = build_head(INOConfig.from_dict(obj["config"]).model)
+    try:
+        head.load_state_dict({k: v.float() for k, v in obj[f"{key}_head"].items()})
+    except RuntimeError as e:
+        raise ValueError(f"{path}: the {key} head does not fit the file's config: {e}") from None
     net = INONetwork(vit, head).to(device).eval()
-    return net, {k: v.to(device) for k, v in hd["center"].items()}
+    return net, {k: v.to(device) for k, v in obj["center"].items()}

@@ -43,7 +43,7 @@ def load_shipped(device: str | torch.device = "cpu", network: str = "student"):
 
 
 def load_shipped_network(device: str | torch.device = "cpu", network: str = "student"):
-    """The shipped network WITH its projection head (``data/checkpoints/ino_tiny_heads.pth``), for lessons that
+    """The shipped network WITH its projection head (``data/checkpoints/ino_tiny.pth`` holds both), for lessons that
     look at the distributions the losses compare: ``(net, centers, random_net)``.
 
     ``net`` is an :class:`inolib.model.INONetwork` (``network``: student or teacher), ``centers`` the run's final
@@ -54,8 +54,8 @@ def load_shipped_network(device: str | torch.device = "cpu", network: str = "stu
     from .model import build_network
 
     folder = data_dir() / "checkpoints"
-    net, centers = load_network(folder / "ino_tiny.pth", folder / "ino_tiny_heads.pth", key=network, device=device)
-    cfg = INOConfig.from_dict(read_checkpoint(folder / "ino_tiny_heads.pth")["config"])
+    net, centers = load_network(folder / "ino_tiny.pth", key=network, device=device)
+    cfg = INOConfig.from_dict(read_checkpoint(folder / "ino_tiny.pth")["config"])
     torch.manual_seed(0)
     return net, centers, build_network(cfg.model).to(device).eval()
 

@@ -234,30 +234,30 @@ def test_atomic_write_removes_its_temporary_file_on_any_error(tmp_path):
 
 
 def test_exported_heads_rebuild_the_whole_network(tmp_path):
-    from inolib.checkpoint import export_backbones, export_heads, load_network
+    from inolib.checkpoint import export_backbones, load_network
 
     cfg, student = small_net()
     teacher = make_teacher(student, cfg.model)
     K = cfg.model.head_out_dim
     centers = {"center.cls": torch.randn(1, K), "center.patch": torch.randn(1, K)}
     run = save_checkpoint(tmp_path / "run" / "checkpoint.pth", cfg, student, teacher, criterion=centers, step=7)
-    bb = export_backbones(run, tmp_path / "ship" / "net.pth", step=7)
-    hd = export_heads(run, tmp_path / "ship" / "heads.pth")
+    ship = export_backbones(run, tmp_path / "ship" / "net.pth", heads=True)
     x = torch.randn(1, 2, 3, 32, 32)
     for key, ref in (("student", student), ("teacher", teacher)):
-        net, c = load_network(bb, hd, key=key)
+        net, c = load_network(ship, key=key)
         torch.testing.assert_close(c["patch"], centers["center.patch"])
         with torch.no_grad():
             got, want = net(x)["cls_global"], ref.eval()(x)["cls_global"]
         torch.testing.assert_close(got, want, atol=2e-2, rtol=2e-2)  # fp16 weights
+        torch.testing.assert_close(load_backbone(ship, key=key)[0].encode(x[0])[1], net.backbone.encode(x[0])[1])
     with pytest.raises(ValueError, match="key"):
-        load_network(bb, hd, key="both")
-    other = save_checkpoint(tmp_path / "run2" / "checkpoint.pth", cfg, student, teacher, criterion=centers, step=8)
-    with pytest.raises(ValueError, match="different runs"):
-        load_network(bb, export_heads(other, tmp_path / "ship" / "heads2.pth"))
+        load_network(ship, key="both")
+    bare = export_backbones(run, tmp_path / "ship" / "bare.pth")  # no heads: an error naming the file
+    with pytest.raises(ValueError, match="bare.pth.*no student head"):
+        load_network(bare)
     no_center = save_checkpoint(tmp_path / "run3" / "checkpoint.pth", cfg, student, teacher)
     with pytest.raises(ValueError, match="centers"):
-        export_heads(no_center, tmp_path / "x.pth")
+        export_backbones(no_center, tmp_path / "x.pth", heads=True)
 
 
 def test_the_shipped_heads_match_the_shipped_backbones():

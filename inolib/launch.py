@@ -186,6 +186,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _plain_progress_bars() -> None:
+    """In a forked worker: text progress bars instead of notebook widgets (a widget would send its updates through
+    the parent kernel's channels, which belong to the parent)."""
+    try:
+        from tqdm import std
+        from tqdm.notebook import tqdm as widget_bar
+    except ImportError:  # no notebook support installed: bars are text already
+        return
+    for module in list(sys.modules.values()):
+        try:
+            bar = getattr(module, "tqdm", None)
+            if isinstance(bar, type) and issubclass(bar, widget_bar):  # tqdm.auto's class is a subclass
+                module.tqdm = std.tqdm
+        except Exception:  # noqa: BLE001 - a module with an unusual __getattr__ is left alone
+            continue
+
+
 def launch_local(argv: list[str], nproc: int, log_dir: str | Path, timeout: float = 300.0) -> list[int]:
     """Run ``ino ARGV`` (e.g. ``["train", "--preset", "smoke", ...]``) in ``nproc`` processes on this machine,
     each with the environment ``torchrun --standalone --nproc_per_node NPROC`` gives its workers (``RANK``,
@@ -216,6 +233,7 @@ def launch_local(argv: list[str], nproc: int, log_dir: str | Path, timeout: floa
                 os.dup2(out.fileno(), 1)
                 os.dup2(out.fileno(), 2)
                 sys.stdout = sys.stderr = out
+                _plain_progress_bars()
                 os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank))
                 from .cli import main
 

@@ -1,0 +1,268 @@
+"""Sizing and launching a multi-GPU training run before paying for it.
+
+    train_command(cfg, data, out, nproc_per_node=4)   the exact ``torchrun ... -m inolib train`` line of a config
+    run_size(cfg, num_videos, world_size)              clips, steps per epoch, total steps, peak lr of that run
+    state_bytes(cfg.model)                             weights, gradients, AdamW moments and teacher per GPU
+    activation_bytes(cfg, batch_size=1)                bytes autograd keeps for backward in one step (measured)
+    launch_local(argv, nproc, log_dir)                 ``ino ARGV`` in nproc forked processes with torchrun's
+                                                       environment (gloo on a CPU): a DDP rehearsal
+
+Everything here reads the same code the run uses (:class:`inolib.data.clips.ClipSampler` for the split of clips,
+:func:`inolib.schedules.make_schedules` for the steps, the network and loss of :mod:`inolib.model` and
+:mod:`inolib.losses` for the memory), so the numbers cannot drift from what ``ino train`` does.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import signal
+import socket
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from . import config as C
+
+
+def _flag_value(value) -> str:
+    """A config value as the command line spells it (``0.8,0.95`` for a tuple, ``true`` for a bool)."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(_flag_value(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def config_flags(cfg: C.INOConfig) -> list[str]:
+    """``["--preset", NAME, "--section.field", VALUE, ...]``: the preset ``cfg.name`` and one flag per field that
+    differs from it, in the order of :func:`inolib.config.iter_fields`. ValueError for an unknown preset name."""
+    base = C.get_preset(cfg.name)
+    args = ["--preset", cfg.name]
+    for key, _, _ in C.iter_fields():
+        if key == "name":
+            continue
+        section, name = key.split(".")
+        mine, theirs = getattr(getattr(cfg, section), name), getattr(getattr(base, section), name)
+        if mine != theirs:
+            args += [f"--{key}", _flag_value(mine)]
+    return args
+
+
+def train_command(cfg: C.INOConfig, data: str | list[str], out: str, nproc_per_node: int = 4, nnodes: int = 1,
+                  rdzv_endpoint: str = "HOST:29500", device: str = "cuda", extra: list[str] | tuple = ()) -> str:
+    """The shell line that trains ``cfg`` with ``torchrun``: one process per GPU on ``nnodes`` machines.
+
+    ``data``: what ``--data`` gets (a folder, a Charades csv, several sources); ``extra``: further ``ino train``
+    flags (``--video-root DIR``, ``--eval-davis ROOT``, ...). Config fields that differ from the preset become
+    ``--section.field`` flags, so parsing the line gives back ``cfg`` exactly. ValueError for counts below 1.
+    """
+    if not isinstance(nproc_per_node, int) or nproc_per_node < 1:
+        raise ValueError(f"nproc_per_node must be a whole number >= 1, got {nproc_per_node!r}")
+    if not isinstance(nnodes, int) or nnodes < 1:
+        raise ValueError(f"nnodes must be a whole number >= 1, got {nnodes!r}")
+    launcher = ["torchrun"]
+    if nnodes > 1:
+        launcher += ["--nnodes", str(nnodes), "--rdzv_backend", "c10d", "--rdzv_endpoint", rdzv_endpoint]
+    else:
+        launcher += ["--standalone"]
+    launcher += ["--nproc_per_node", str(nproc_per_node), "-m", "inolib", "train"]
+    sources = [data] if isinstance(data, (str, Path)) else list(data)
+    argv = [*launcher, *config_flags(cfg), "--data", *map(str, sources), "--out", str(out), "--device", device,
+            *map(str, extra)]
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def run_size(cfg: C.INOConfig, num_videos: int, world_size: int, starts_per_video: int | None = None) -> dict:
+    """How big a run of ``cfg`` on ``num_videos`` videos and ``world_size`` processes is, by the trainer's own rules.
+
+    ``starts_per_video``: clip starts each video offers (default: enough for ``crops.clips_per_video``, true for
+    any video of a few seconds at 8 fps). Returns ``clips_per_epoch``, ``clips_per_process`` (the sampler pads
+    the last rank), ``clips_per_step`` (all processes), ``frames_per_step``, ``steps_per_epoch`` (the remainder
+    of a process's share is dropped), ``total_steps`` and ``peak_lr``.
+    """
+    from .data.clips import ClipSampler
+    from .schedules import make_schedules, peak_lr
+
+    if not isinstance(num_videos, int) or num_videos < 1:
+        raise ValueError(f"num_videos must be a whole number >= 1, got {num_videos!r}")
+    if not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be a whole number >= 1, got {world_size!r}")
+    k = cfg.crops.clips_per_video
+    starts = k if starts_per_video is None else starts_per_video
+    sampler = ClipSampler([starts] * num_videos, k, world_size=world_size)
+    B = cfg.optim.batch_size_per_gpu
+    steps = len(sampler) // B
+    if steps == 0:
+        raise ValueError(f"{len(sampler)} clips per process, fewer than one batch of {B}")
+    total = len(make_schedules(cfg.optim, steps, cfg.crops.clip_len, world_size)["lr"])
+    return {"clips_per_epoch": num_videos * min(starts, k), "clips_per_process": len(sampler),
+            "clips_per_step": B * world_size, "frames_per_step": B * world_size * cfg.crops.clip_len,
+            "steps_per_epoch": steps, "total_steps": total,
+            "peak_lr": peak_lr(cfg.optim, cfg.crops.clip_len, world_size)}
+
+
+def state_bytes(model: C.ModelConfig) -> dict:
+    """Bytes per GPU of what training keeps between steps, from the parameter count of ``model``'s network
+    (backbone + head): fp32 ``weights``, fp32 ``gradients``, AdamW's two fp32 moments (``adam``), the fp32
+    ``teacher`` (same network), and ``params`` (the count). Exact arithmetic, no measurement."""
+    from .model import build_network, count_parameters
+
+    with torch.device("meta"):  # shapes only: no memory, no time
+        n = count_parameters(build_network(model))
+    return {"params": n, "weights": 4 * n, "gradients": 4 * n, "adam": 8 * n, "teacher": 4 * n}
+
+
+def activation_bytes(cfg: C.INOConfig, batch_size: int = 1, amp: str | None = None, mask_ratio: float = 0.5,
+                     seed: int = 0) -> int:
+    """Bytes of the tensors autograd saves for the backward pass of one training step of ``cfg``, measured.
+
+    Runs the student on ``batch_size`` random clips at the config's crop sizes with a mask of ``mask_ratio`` of
+    the patches (0.5 is the largest the paper draws; 0: an unmasked step), the teacher without gradients and
+    L_INO, under ``amp`` autocast (default ``cfg.optim.amp``; fp16 is counted as bf16 on a CPU: the same 2 bytes),
+    and adds up every saved tensor (each storage once). On a GPU the peak is higher (temporary buffers, the
+    allocator's cache, the CUDA context); this is the part that grows with the batch.
+    """
+    from .losses import INOLoss
+    from .model import build_network
+
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    if not 0 <= mask_ratio <= 1:
+        raise ValueError(f"mask_ratio must be in [0, 1], got {mask_ratio}")
+    amp = cfg.optim.amp if amp is None else amp
+    if amp not in ("bf16", "fp16", "none"):
+        raise ValueError(f"amp must be bf16, fp16 or none, got {amp!r}")
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    student = build_network(cfg.model).train()
+    teacher = build_network(cfg.model, drop_path_rate=0.0).eval()
+    criterion = INOLoss(cfg.loss, cfg.model.head_out_dim)
+    c, T = cfg.crops, cfg.crops.clip_len
+    glob = torch.randn(batch_size, T, 3, c.global_size, c.global_size, generator=g)
+    loc = torch.randn(batch_size, T, c.num_local, 3, c.local_size, c.local_size, generator=g) if c.num_local else None
+    n = (c.global_size // cfg.model.patch_size) ** 2
+    mask = None
+    if mask_ratio > 0:
+        mask = torch.zeros(batch_size, T, n, dtype=torch.bool)
+        mask[..., torch.randperm(n, generator=g)[:int(mask_ratio * n)]] = True  # the released shared pattern
+    seen: dict = {}
+
+    def pack(t: torch.Tensor):
+        if t.device.type != "meta":
+            seen[(t.untyped_storage().data_ptr(), t.dtype)] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp != "none"):
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            s = student(glob, loc, mask)
+            with torch.no_grad():
+                t = teacher(glob, None, mask, apply_mask=False)
+            criterion(s, t)
+    return int(sum(seen.values()))
+
+
+def memory_estimate(cfg: C.INOConfig, activations_per_clip: int, batch_size: int | None = None) -> dict:
+    """GiB per GPU: :func:`state_bytes` plus ``activations_per_clip`` (bytes, from :func:`activation_bytes` at
+    batch 1) times ``batch_size`` (default ``cfg.optim.batch_size_per_gpu``). Returns ``weights``,
+    ``gradients``, ``adam``, ``teacher``, ``activations`` and ``total`` in GiB: a lower bound of the peak."""
+    B = cfg.optim.batch_size_per_gpu if batch_size is None else batch_size
+    if activations_per_clip < 0 or B < 1:
+        raise ValueError(f"activations_per_clip must be >= 0 and batch_size >= 1, got {activations_per_clip}, {B}")
+    s = state_bytes(cfg.model)
+    gib = {k: s[k] / 2**30 for k in ("weights", "gradients", "adam", "teacher")}
+    gib["activations"] = activations_per_clip * B / 2**30
+    gib["total"] = sum(gib.values())
+    return gib
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _plain_progress_bars() -> None:
+    """In a forked worker: text progress bars instead of notebook widgets (a widget would send its updates through
+    the parent kernel's channels, which belong to the parent)."""
+    try:
+        from tqdm import std
+        from tqdm.notebook import tqdm as widget_bar
+    except ImportError:  # no notebook support installed: bars are text already
+        return
+    for module in list(sys.modules.values()):
+        try:
+            bar = getattr(module, "tqdm", None)
+            if isinstance(bar, type) and issubclass(bar, widget_bar):  # tqdm.auto's class is a subclass
+                module.tqdm = std.tqdm
+        except Exception:  # noqa: BLE001 - a module with an unusual __getattr__ is left alone
+            continue
+
+
+def launch_local(argv: list[str], nproc: int, log_dir: str | Path, timeout: float = 300.0) -> list[int]:
+    """Run ``ino ARGV`` (e.g. ``["train", "--preset", "smoke", ...]``) in ``nproc`` processes on this machine,
+    each with the environment ``torchrun --standalone --nproc_per_node NPROC`` gives its workers (``RANK``,
+    ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``): the same process group, DDP and logging
+    code, gloo on a CPU.
+
+    The processes are forked from this one, so nothing is imported again (seconds instead of torchrun's fresh
+    interpreters); use ``torchrun`` itself for real runs. Each writes its output to ``log_dir/rank<i>.log``.
+    Returns the exit codes, rank order; processes still running after ``timeout`` seconds are killed (-9).
+    """
+    if not isinstance(nproc, int) or nproc < 1:
+        raise ValueError(f"nproc must be a whole number >= 1, got {nproc!r}")
+    if not hasattr(os, "fork"):
+        raise OSError("launch_local needs os.fork (Linux or macOS); run torchrun instead")
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(nproc),
+           "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0"}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pids = []
+    for rank in range(nproc):
+        pid = os.fork()
+        if pid == 0:  # the worker: its own output file, torchrun's variables, then ino ARGV
+            code = 1
+            try:
+                out = open(log_dir / f"rank{rank}.log", "w", buffering=1)
+                os.dup2(out.fileno(), 1)
+                os.dup2(out.fileno(), 2)
+                sys.stdout = sys.stderr = out
+                _plain_progress_bars()
+                os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank))
+                from .cli import main
+
+                code = main(list(argv))
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            except BaseException:  # noqa: BLE001 - reported in the worker's log, then the worker ends
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                os._exit(int(code))  # never return into the parent's code (a notebook kernel, a test)
+        pids.append(pid)
+    codes: dict[int, int] = {}
+    deadline = time.monotonic() + timeout
+    while len(codes) < nproc:
+        for pid in pids:
+            if pid in codes:
+                continue
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                codes[pid] = os.waitstatus_to_exitcode(status)
+        if len(codes) < nproc:
+            if time.monotonic() > deadline:
+                for pid in pids:
+                    if pid not in codes:
+                        os.kill(pid, signal.SIGKILL)
+                        os.waitpid(pid, 0)
+                        codes[pid] = -9
+            time.sleep(0.05)
+    return [codes[p] for p in pids]

@@ -69,7 +69,7 @@ def davis_jf(vit: INOViT, sequences, cfg: PropagationConfig, device: str | torch
 
 @torch.no_grad()
 def compare_on_sequence(networks: dict, seq, cfg: PropagationConfig, device: str | torch.device = "cpu",
-                        copy_baseline: bool = True) -> dict:
+                        copy_baseline: bool = True, keep_features: bool = False) -> dict:
     """Propagate one sequence's first mask with each network and score every result against its ground truth.
 
     Args:
@@ -77,6 +77,8 @@ def compare_on_sequence(networks: dict, seq, cfg: PropagationConfig, device: str
         seq: a fully annotated :class:`inolib.data.vos.VOSSequence` with at least 3 frames (``seq.head(n)`` for
             fewer frames).
         copy_baseline: also score "copy frame 0" (:func:`inolib.baselines.copy_first_mask`).
+        keep_features: also return each network's propagated features, float (T, D, h, w) on the CPU, under
+            ``"features"`` (for :class:`inolib.widgets.PropagationExplorer`, without extracting them twice).
     Returns ``{name: {"ids": uint8 (T, H, W), "J": float (T,) per-frame J (mean over objects, frame 0
     included), "J&F": the sequence's J&F-Mean (official: frames 1..T-2, mean over objects)}}`` plus
     ``"ground truth"`` with its ids.
@@ -88,10 +90,17 @@ def compare_on_sequence(networks: dict, seq, cfg: PropagationConfig, device: str
     gt = seq.load_masks()
     if gt.shape[0] < 3:
         raise ValueError(f"sequence {seq.name}: {gt.shape[0]} frames; J&F needs at least 3")
-    results = {name: segment_sequence(net, seq, cfg, device) for name, net in networks.items()}
+    from .segment import sequence_features
+
+    feats = {name: sequence_features(net, seq, cfg, device) if keep_features else None
+             for name, net in networks.items()}
+    results = {name: segment_sequence(net, seq, cfg, device, features=feats[name]) for name, net in networks.items()}
     if copy_baseline:
         results["copy frame 0"] = copy_first_mask(gt[0], gt.shape[0])
     out = {name: _score(ids, gt, seq) for name, ids in results.items()}
+    for name, f in feats.items():
+        if f is not None:
+            out[name]["features"] = f
     out["ground truth"] = {"ids": torch.where(gt == 255, torch.zeros_like(gt), gt)}
     return out
 

@@ -45,6 +45,9 @@ def test_compare_on_sequence_scores_each_method_as_the_official_protocol(data_di
         want = sum((v["J"].mean() + v["F"].mean()) / 2 for v in s.values()) / len(s)
         assert r[name]["J&F"] == pytest.approx(float(want))
     assert torch.equal(r["copy frame 0"]["ids"][3], r["copy frame 0"]["ids"][0])
+    kept = compare_on_sequence({"pixels": PixelFeatures(8)}, seq, cfg, keep_features=True, copy_baseline=False)
+    assert torch.equal(kept["pixels"]["ids"], r["pixels"]["ids"]) and kept["pixels"]["features"].shape[:2] == (5, 192)
+    assert "features" not in r["pixels"]
     with pytest.raises(ValueError, match="networks"):
         compare_on_sequence({}, seq, cfg)
 

@@ -198,6 +198,7 @@ def compare_feature_pca(image: torch.Tensor, maps: dict[str, torch.Tensor], note
         ax.set_xlabel("column (patches)", fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0, 1].set_ylabel("row (patches)", fontsize=8)
+    return _done(fig)
 
 
 def _patch_map(x: torch.Tensor, grid: tuple[int, int], name: str) -> np.ndarray:
@@ -324,6 +325,8 @@ def compare_attention(image: torch.Tensor, attns: dict[str, torch.Tensor], grid:
     axes[0, 0].set_title("input", fontsize=8)
     fig.tight_layout()
     fig.colorbar(im, ax=list(axes.flat), label="attention x N (1 = uniform)", shrink=0.9)
+    plt.close(fig)
+    return fig
 
 
 def show_patch_values(image: torch.Tensor, maps: dict[str, torch.Tensor], grid: tuple[int, int],

@@ -58,7 +58,7 @@ clean:
 test-browser: $(STAMP)
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install --quiet playwright
-	$(PY) tests/browser/check_widgets.py --notebooks notebooks/01_data_and_crops.ipynb notebooks/02_vit_tokens.ipynb notebooks/04_out_g2g.ipynb notebooks/06_in_mim.ipynb notebooks/07_in_aff.ipynb notebooks/08_training_on_a_laptop.ipynb notebooks/09_training_on_gpus.ipynb notebooks/10_label_propagation.ipynb notebooks/11_your_own_video.ipynb
+	$(PY) tests/browser/check_widgets.py --notebooks notebooks/01_data_and_crops.ipynb notebooks/02_vit_tokens.ipynb notebooks/04_out_g2g.ipynb notebooks/06_in_mim.ipynb notebooks/07_in_aff.ipynb notebooks/08_training_on_a_laptop.ipynb notebooks/10_label_propagation.ipynb notebooks/11_your_own_video.ipynb
 
 # One GPU check: benchmarks/gpu_check.py on one CUDA GPU, under 8 minutes, results in GPU_CHECK_OUT.
 # No install step: a lent GPU machine reaches no package registry. GPU_PY is .venv's python when there is one, else

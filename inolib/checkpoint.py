@@ -243,7 +243,12 @@ def load_backbone(path: str | Path, key: str | None = None, num_heads: int | Non
 
     The file is read with ``weights_only=True`` (:func:`read_checkpoint`); ``trust`` allows full unpickling."""
     path = Path(path)
-    obj = read_checkpoint(path, trust=trust)
+    vit, report = _backbone_from(read_checkpoint(path, trust=trust), path, key, num_heads)
+    return vit.to(device).eval(), report
+
+
+def _backbone_from(obj: Any, path: Path, key: str | None, num_heads: int | None) -> tuple[INOViT, dict]:
+    """:func:`load_backbone` on an already read checkpoint ``obj`` (``path`` names it in errors): CPU, float32."""
     state, network = _pick_state(obj, path, key)
     state, head_keys = _clean(state)
     if num_heads is None and isinstance(obj, dict) and obj.get("format") == FORMAT:
@@ -265,7 +270,7 @@ def load_backbone(path: str | Path, key: str | None = None, num_heads: int | Non
     report = {"network": network, "format": fmt, "patch_size": vit.patch_embed.patch_size[0],
               "embed_dim": vit.embed_dim, "depth": len(vit.blocks), "pos_table": vit.patch_embed.grid_size,
               "head_keys_ignored": len(head_keys), "mask_token": "mask_token" in state}
-    return vit.to(device).eval(), report
+    return vit, report
 
 
 def export_backbones(run_checkpoint: str | Path, out_path: str | Path, dtype: torch.dtype = torch.float16,
@@ -313,8 +318,8 @@ def load_network(path: str | Path, key: str = "student", device: str | torch.dev
     if key not in ("student", "teacher"):
         raise ValueError(f"key must be 'student' or 'teacher', got {key!r}")
     path = Path(path)
-    vit, _ = load_backbone(path, key=key, device="cpu")
     obj = read_checkpoint(path)
+    vit, _ = _backbone_from(obj, path, key, None)
     if not isinstance(obj, dict) or not isinstance(obj.get(f"{key}_head"), dict) or not isinstance(obj.get("center"), dict):
         raise ValueError(f"{path}: no {key} head or no loss centers in the file (export it with "
                          f"export_backbones(..., heads=True))")

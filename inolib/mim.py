@@ -47,12 +47,11 @@ def masked_predictions(student: nn.Module, teacher: nn.Module, clips: torch.Tens
     _check(clips, mask, center)
     B, T = clips.shape[:2]
     x = clips.flatten(0, 1)  # (B*T, 3, H, W)
-    _, s_tok = student.backbone.encode(x, mask.flatten(0, 1))  # (B*T, N, D): masked input
-    _, t_tok = teacher.backbone.encode(x)  # (B*T, N, D): clean input
-    if s_tok.shape[1] != mask.shape[-1]:
-        raise ValueError(f"mask has {mask.shape[-1]} patches per frame, the clips give {s_tok.shape[1]}")
-    q = teacher_probs(teacher.head(t_tok), center, teacher_temp)  # (B*T, N, K)
-    logp = student_log_probs(student.head(s_tok), student_temp)
+    s_logits = student.patch_logits(x, mask.flatten(0, 1))  # (B*T, N, K): masked input
+    if s_logits.shape[1] != mask.shape[-1]:
+        raise ValueError(f"mask has {mask.shape[-1]} patches per frame, the clips give {s_logits.shape[1]}")
+    q = teacher_probs(teacher.patch_logits(x), center, teacher_temp)  # (B*T, N, K): clean input
+    logp = student_log_probs(s_logits, student_temp)
     ce = -(q * logp).sum(-1)  # (B*T, N)
     K = q.shape[-1]
     return {"teacher": q.view(B, T, -1, K), "student": logp.view(B, T, -1, K), "ce": ce.view(B, T, -1)}

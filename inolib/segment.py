@@ -111,15 +111,26 @@ def segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, devi
                                                   features)))
 
 
+def _propagation_size(seq: VOSSequence, cfg: PropagationConfig, patch: int) -> tuple[FrameSize, tuple[int, int]]:
+    """The size ``seq``'s frames are resized to for propagation and its patch grid (h, w); ValueError naming the
+    sequence when the resized frames hold no patch."""
+    H, W = seq.size
+    size = FrameSize.for_frame(H, W, cfg.short_side, cfg.round_to if cfg.round_to else patch, patch)
+    grid = (size.height // patch, size.width // patch)
+    if min(grid) < 1:
+        raise ValueError(f"sequence {getattr(seq, 'name', '?')}: {W}x{H} frames resized to {size.width}x"
+                         f"{size.height} (propagation.short_side {cfg.short_side}) hold no {patch}-pixel patch")
+    return size, grid
+
+
 @torch.no_grad()
 def sequence_features(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, device: str | torch.device = "cpu",
                       batch: int = 4) -> torch.Tensor:
     """The features label propagation uses for every frame of ``seq``: float (T, D, h, w) on the CPU (block
     ``cfg.feature_block``, frames resized as ``cfg`` says), for :func:`segment_sequence`'s ``features``."""
-    H, W = seq.size
     patch = vit.patch_embed.patch_size[0]
     check_propagation_config(cfg, patch)
-    size = FrameSize.for_frame(H, W, cfg.short_side, cfg.round_to if cfg.round_to else patch, patch)
+    size, _ = _propagation_size(seq, cfg, patch)
     return torch.stack([f.cpu() for f in extract_features(vit, seq.load_frames, seq.num_frames, size,
                                                           cfg.feature_block, batch, torch.device(device),
                                                           resize=cfg.resize)])
@@ -141,11 +152,7 @@ def iter_segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig,
     if not seq.object_ids:
         raise ValueError(f"{_first_mask_file(seq)}: the first-frame mask holds no object (only background or void "
                          f"255): nothing to propagate")
-    size = FrameSize.for_frame(H, W, cfg.short_side, cfg.round_to if cfg.round_to else patch, patch)
-    grid = (size.height // patch, size.width // patch)
-    if min(grid) < 1:
-        raise ValueError(f"sequence {getattr(seq, 'name', '?')}: {W}x{H} frames resized to {size.width}x"
-                         f"{size.height} (propagation.short_side {cfg.short_side}) hold no {patch}-pixel patch")
+    size, grid = _propagation_size(seq, cfg, patch)
     C = _num_classes(seq)
     dev = torch.device(device)
     starts: dict[int, torch.Tensor] = {}

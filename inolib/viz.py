@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from .config import IMAGENET_MEAN, IMAGENET_STD
+from .tokens import pos_similarity
 
 
 def to_image(x: torch.Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> np.ndarray:
@@ -252,10 +253,9 @@ def show_pos_similarity(tables: dict[str, torch.Tensor], queries: Sequence[tuple
     for c, (name, tab) in enumerate(tables.items()):
         tab = tab.detach().float().cpu()
         h, w, _ = tab.shape
-        z = torch.nn.functional.normalize(tab.reshape(h * w, -1), dim=-1)
         for r, (qy, qx) in enumerate(queries):
             i, j = min(h - 1, int(qy * h)), min(w - 1, int(qx * w))
-            sim = (z @ z[i * w + j]).reshape(h, w).numpy()
+            sim = pos_similarity(tab, i, j).numpy()
             ax = axes[r, c]
             im = ax.imshow(sim, cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
             ax.plot(j, i, "r+", ms=8)

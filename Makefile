@@ -15,6 +15,7 @@ all: test
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@-$(PY) -m pip uninstall --quiet -y decord >/dev/null 2>&1  # decord 0.6 of an older install: decord2 replaces it
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	@-$(VENV)/bin/nbstripout --install >/dev/null 2>&1  # strip notebook outputs on commit (git filter)
 	@touch $(STAMP)

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/gpu_wheels.py            # -> .whl/*.whl (about 40 MB), ignored by git
 
 The GPU machine's image (the device tool's KINDS.md, read 2026-11-17) has Python 3.12 with torch, torchvision, timm,
-numpy, matplotlib, tqdm, tensorboard and psutil, but not decord (the training videos), nbclient / ipykernel (the
+numpy, matplotlib, tqdm, tensorboard and psutil, but not decord2 (the training videos), nbclient / ipykernel (the
 lessons) or ipywidgets (the lessons import inolib.widgets). This script takes the versions installed in this
 environment (the ones the tests ran with) of those packages and of every dependency the image does not have, and
 downloads their wheels for CPython 3.12 on x86_64 Linux. timm is carried too: inolib needs timm 1.0.x and the image's
@@ -26,7 +26,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
-WANTED = ["decord", "nbclient", "nbformat", "ipykernel", "jupyter_client", "ipywidgets", "timm"]
+WANTED = ["decord2", "nbclient", "nbformat", "ipykernel", "jupyter_client", "ipywidgets", "timm"]
 ALWAYS = {"timm"}  # carried even though the image has a timm (its version is unknown)
 # "Python packages already there" on the nvidia-h200 image (the device tool's KINDS.md, 2026-11-17)
 ON_DEVICE = """absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build
@@ -49,7 +49,7 @@ tifffile tiktoken timm tokenizers toolz torch torchaudio torchdiffeq torch-geome
 transformers treescope triton typer typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkzeug wheel wrapt
 xarray xxhash yarl zipp""".split()
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
-             "manylinux_2_12_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]  # decord 0.6.0 is manylinux2010
+             "manylinux_2_12_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]  # decord 0.6.0 was manylinux2010
 
 
 def norm(name: str) -> str:

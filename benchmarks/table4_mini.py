@@ -7,8 +7,10 @@ look-alike distractors, changing light).
     python benchmarks/table4_mini.py --dry --out /tmp/t4      # smoke preset, a few steps: checks the pipeline
 
 Each run is ``ino train`` with the shipped recipe (``RECIPE``, see data/checkpoints/README.md) plus the
-variant's ``--loss.*`` switches and ``--optim.seed``; finished runs are skipped, so the script resumes. Results
-go to ``OUT/results.json`` (one entry per run) and the table is printed as Markdown: mean and spread
+variant's ``--loss.*`` switches and ``--optim.seed``; finished runs are skipped, so the script resumes. Each
+finished run writes ``OUT/<variant>_seed<S>/result.json``, so two instances may share one ``--out`` with
+different ``--seeds`` or ``--variants`` (one per CPU core: ``OMP_NUM_THREADS=1``); ``--table`` prints the table of
+every finished run under ``--out`` without training. The table is printed as Markdown: mean and spread
 (max - min over seeds) per variant, next to the paper's Table 4 row where the paper has one (Charades, ViT-S/8,
 DAVIS-2017 val J&F-Mean). Prints figures; asserts nothing.
 """
@@ -94,25 +96,32 @@ def table(results: dict, variants: list[str]) -> str:
     return "\n".join(lines)
 
 
+def gather(out: Path) -> dict:
+    """The results of every finished run under ``out``: run name -> its ``result.json``."""
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(out.glob("*_seed*/result.json"))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True, help="folder for the runs and results.json")
+    ap.add_argument("--out", required=True, help="folder for the runs (each with its result.json)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--max-steps", type=int, default=None, help="cut every run short (a cheaper, noisier table)")
     ap.add_argument("--held-out", type=int, default=4, help="held-out hard synthetic sequences (HARD_SCENE)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dry", action="store_true", help="smoke preset, 3 steps: checks the pipeline only")
+    ap.add_argument("--table", action="store_true", help="only print the table of the finished runs under --out")
     args = ap.parse_args()
+    out = Path(args.out)
+    if args.table:
+        print(table(gather(out), list(VARIANTS)))
+        return
 
     from inolib import config as C
     from inolib.data.synthetic import HARD_SCENE, write_held_out_davis
     from inolib.validation import load_davis_for_validation
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results_file = out / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     cfg = C.smoke() if args.dry else C.tiny()
     # the hard scenes: on the plain ones every feature extractor scores ~0.93 (BENCHMARKS.md, session 5)
     held_root = write_held_out_davis(out / "held_out_hard", args.held_out, cfg.synthetic,
@@ -123,20 +132,20 @@ def main() -> None:
     for v in args.variants:
         for seed in args.seeds:
             key = f"{v}_seed{seed}"
-            if key in results:
-                continue
             run = out / key
+            if (run / "result.json").is_file():
+                continue
             secs = train(run, v, seed, args.dry, args.max_steps)
             scores = evaluate(run, davis, held_out, args.device)
             steps = torch.load(run / "checkpoint.pth", map_location="cpu", weights_only=True)["step"]
-            results[key] = {"variant": v, "seed": seed, "steps": steps, "train_seconds": secs, **scores}
-            tmp = results_file.with_name(results_file.name + ".tmp")
-            tmp.write_text(json.dumps(results, indent=1))
-            os.replace(tmp, results_file)
+            result = {"variant": v, "seed": seed, "steps": steps, "train_seconds": secs, **scores}
+            tmp = run / "result.json.tmp"
+            tmp.write_text(json.dumps(result, indent=1))
+            os.replace(tmp, run / "result.json")
             print(f"{key}: {steps} steps in {secs:.0f} s, J&F DAVIS {scores['davis']:.3f}, "
                   f"held-out hard synthetic {scores['synthetic']:.3f}", flush=True)
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
-    print(table(results, args.variants))
+    print(table(gather(out), args.variants))
 
 
 if __name__ == "__main__":

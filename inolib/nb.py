@@ -116,6 +116,9 @@ def environment_check() -> list[str]:
     if decoder_version() is None:
         problems.append("no video decoder: reading .mp4 files will fail (pip install decord2: the maintained fork "
                         "of decord, also for Apple Silicon). DAVIS JPEG folders still work")
+    elif _version("decord") is not None and _version("decord2") is not None:
+        problems.append("decord and decord2 are both installed and share the `decord` folder (uninstalling one "
+                        "breaks the other): pip uninstall -y decord decord2 && pip install decord2")
     if _version("timm") is None or not _version("timm").startswith("1.0"):
         problems.append(f"timm 1.0.x is required, found {_version('timm')}: pip install 'timm>=1.0,<1.1'")
     try:

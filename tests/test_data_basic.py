@@ -64,3 +64,19 @@ def test_ffmpeg_does_not_flood_the_terminal_on_a_damaged_file(tmp_path, data_dir
         read_clip(bad, num_frames=8, fps=8.0, start=24)
     err = capfd.readouterr().err
     assert "@ 0x" not in err and "error while decoding" not in err, err[:500]
+
+
+def test_decoder_and_torch_matmul_live_together(data_dir):
+    """decord2 imported before a CUDA build of torch crashes torch's CPU matmul (README, "Install"): importing
+    inolib and then reading a video must leave matrix products working, in a fresh process."""
+    import subprocess
+    import sys
+
+    code = ("import inolib, inolib.data.video as v\n"
+            f"clip = v.read_clip({str(data_dir / ARM)!r}, num_frames=2, fps=8.0)\n"
+            "import torch\n"
+            "x = torch.nn.Linear(64, 64)(clip.float().flatten(1)[:, :64])\n"
+            "print(float((x @ x.T).sum()) == float((x @ x.T).sum()))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"rc {r.returncode}: {r.stderr[-1500:]}"
+    assert r.stdout.strip() == "True"

@@ -34,6 +34,20 @@ def test_environment_check_reports_nothing_here(capsys):
     assert "environment OK" in capsys.readouterr().out
 
 
+def test_environment_check_names_a_missing_or_doubled_decoder(monkeypatch, capsys):
+    real = nb._version
+
+    def without(*names):
+        return lambda dist: None if dist in names else real(dist)
+
+    monkeypatch.setattr(nb, "_version", without("decord", "decord2"))
+    assert nb.decoder_version() is None
+    assert any("no video decoder" in p and "pip install decord2" in p for p in nb.environment_check())
+    monkeypatch.setattr(nb, "_version", lambda dist: "3.4.0" if dist in ("decord", "decord2") else real(dist))
+    assert nb.decoder_version() == "decord2 3.4.0"
+    assert any("both installed" in p for p in nb.environment_check())
+
+
 def test_check_shape_returns_nothing_to_print():
     assert nb.check_shape(torch.zeros(2, 3), (2, 3)) is None
 

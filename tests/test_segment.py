@@ -280,9 +280,10 @@ def test_ino_propagate_memory_does_not_grow_with_the_video_length(tmp_path):
     write_video_file(SyntheticVideo(clip.frames[:50], clip.masks[:50], clip.fps, "short"), tmp_path / "short.avi")
     write_ids_png(tmp_path / "first.png", clip.masks[0])
     # one process (the imports once), two runs: before each the high-water mark of resident memory is reset
-    # (clear_refs 5) and after it VmHWM is read back (getrusage's ru_maxrss would carry the parent's size over)
+    # (clear_refs 5) and after it VmHWM is read back (getrusage's ru_maxrss would carry the parent's size over);
+    # torch is imported before decord: decord2 imported first breaks torch's CPU matmul (README, "Install")
     code = """
-import sys, decord, inolib.cli, inolib.segment, inolib.viz, inolib.model, inolib.checkpoint
+import sys, torch, decord, inolib.cli, inolib.segment, inolib.viz, inolib.model, inolib.checkpoint
 def run(name):
     open('/proc/self/clear_refs', 'w').write('5')
     rc = inolib.cli.main(['propagate', '--checkpoint', 'random', '--preset', 'smoke', '--video', f'{name}.avi',

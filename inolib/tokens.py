@@ -53,6 +53,16 @@ def pos_similarity(table: torch.Tensor, row: int, col: int) -> torch.Tensor:
     return (z @ z[row * w + col]).reshape(h, w)
 
 
+def fraction_cell(fraction: float, size: int) -> int:
+    """The cell of a grid of ``size`` cells at ``fraction`` (0-1) of its extent: ``min(size - 1,
+    floor(fraction * size))``, so tables of different sizes are queried at the same place."""
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    return min(size - 1, int(fraction * size))
+
+
 def similarity_by_distance(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cosine similarity of two positions of ``table`` (h, w, D) as a function of their grid distance.
 

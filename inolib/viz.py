@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from .config import IMAGENET_MEAN, IMAGENET_STD
-from .tokens import pos_similarity
+from .tokens import fraction_cell, pos_similarity
 
 
 def to_image(x: torch.Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> np.ndarray:
@@ -254,7 +254,7 @@ def show_pos_similarity(tables: dict[str, torch.Tensor], queries: Sequence[tuple
         tab = tab.detach().float().cpu()
         h, w, _ = tab.shape
         for r, (qy, qx) in enumerate(queries):
-            i, j = min(h - 1, int(qy * h)), min(w - 1, int(qx * w))
+            i, j = fraction_cell(qy, h), fraction_cell(qx, w)
             sim = pos_similarity(tab, i, j).numpy()
             ax = axes[r, c]
             im = ax.imshow(sim, cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")

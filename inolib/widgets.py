@@ -15,6 +15,7 @@ from . import viz
 from .config import MaskConfig
 from .losses import affinity
 from .masking import make_mask
+from .tokens import fraction_cell
 
 
 class Explorer(W.VBox):
@@ -153,8 +154,8 @@ class PositionExplorer(Explorer):
         self.render()
 
     def draw(self):
-        cells = ", ".join(f"{k}: ({min(t.shape[0] - 1, int(self.row.value * t.shape[0]))}, "
-                          f"{min(t.shape[1] - 1, int(self.col.value * t.shape[1]))})" for k, t in self.tables.items())
+        cells = ", ".join(f"{k}: ({fraction_cell(self.row.value, t.shape[0])}, "
+                          f"{fraction_cell(self.col.value, t.shape[1])})" for k, t in self.tables.items())
         self.info.value = f"query cell (row, column) in each table: {cells}"
         return viz.show_pos_similarity(self.tables, queries=[(self.row.value, self.col.value)])
 

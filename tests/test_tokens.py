@@ -92,3 +92,12 @@ def test_similarity_by_distance_separates_a_smooth_table_from_noise():
     assert sn.abs().max() < 0.1
     with pytest.raises(ValueError, match="table"):
         tokens.similarity_by_distance(torch.zeros(1, 1, 4))
+
+
+def test_fraction_cell_queries_grids_of_any_size_at_the_same_place():
+    assert [tokens.fraction_cell(f, 10) for f in (0.0, 0.05, 0.5, 0.99, 1.0)] == [0, 0, 5, 9, 9]
+    assert tokens.fraction_cell(0.5, 7) == 3 and tokens.fraction_cell(0.5, 1) == 0
+    with pytest.raises(ValueError, match="fraction"):
+        tokens.fraction_cell(1.5, 4)
+    with pytest.raises(ValueError, match="size"):
+        tokens.fraction_cell(0.5, 0)

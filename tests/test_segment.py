@@ -56,19 +56,22 @@ def test_write_ids_png_round_trip(tmp_path):
     assert np.array_equal(np.array(Image.open(p)), ids.numpy()) and Image.open(p).mode == "P"
 
 
-def test_ino_propagate_on_a_video_and_on_davis_with_a_checkpoint(tmp_path, data_dir):
+def test_ino_propagate_on_a_video_and_on_davis_with_a_checkpoint(tmp_path, data_dir, capsys):
+    """``python -m inolib propagate`` on a video (a fresh process: the entry point), then, in this process
+    (cli.main, the same code without another start of Python and torch), a bad first mask and a DAVIS sequence
+    with a checkpoint."""
     import subprocess
     import sys
 
+    from inolib import cli
     from inolib.checkpoint import save_checkpoint
     from inolib.model import build_network
 
     vid = data_dir / "videos/cotracker_apple/apple.mp4"
     mask = data_dir / "videos/cotracker_apple/apple_mask.png"
-    run = lambda *a: subprocess.run([sys.executable, "-m", "inolib", "propagate", *a], capture_output=True,
-                                    text=True, timeout=600)
-    r = run("--checkpoint", "random", "--preset", "smoke", "--video", str(vid), "--first-mask", str(mask),
-            "--out", str(tmp_path / "v"), "--propagation.short_side", "64")
+    r = subprocess.run([sys.executable, "-m", "inolib", "propagate", "--checkpoint", "random", "--preset", "smoke",
+                        "--video", str(vid), "--first-mask", str(mask), "--out", str(tmp_path / "v"),
+                        "--propagation.short_side", "64"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     pngs = sorted((tmp_path / "v/apple").glob("*.png"))
     assert len(pngs) == 50 and (tmp_path / "v/apple_overlay.gif").is_file()
@@ -77,17 +80,18 @@ def test_ino_propagate_on_a_video_and_on_davis_with_a_checkpoint(tmp_path, data_
 
     rgb = tmp_path / "rgb.png"
     Image.new("RGB", (1296, 720)).save(rgb)
-    r = run("--checkpoint", "random", "--preset", "smoke", "--video", str(vid), "--first-mask", str(rgb),
-            "--out", str(tmp_path / "bad"))
-    assert r.returncode == 2 and "rgb.png" in r.stderr
+    capsys.readouterr()
+    assert cli.main(["propagate", "--checkpoint", "random", "--preset", "smoke", "--video", str(vid),
+                     "--first-mask", str(rgb), "--out", str(tmp_path / "bad")]) == 2
+    assert "rgb.png" in capsys.readouterr().err
 
     cfg = C.smoke()
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "ckpt.pth", cfg, build_network(cfg.model))
-    r = run("--checkpoint", str(ckpt), "--preset", "smoke", "--davis", str(data_dir / "davis_sample/DAVIS"),
-            "--sequences", "blackswan", "--out", str(tmp_path / "d"), "--propagation.short_side", "64")
-    assert r.returncode == 0, r.stderr
-    assert "network student" in r.stdout
+    assert cli.main(["propagate", "--checkpoint", str(ckpt), "--preset", "smoke", "--davis",
+                     str(data_dir / "davis_sample/DAVIS"), "--sequences", "blackswan", "--out", str(tmp_path / "d"),
+                     "--propagation.short_side", "64"]) == 0
+    assert "network student" in capsys.readouterr().out
     assert len(list((tmp_path / "d/blackswan").glob("*.png"))) == 50
 
 

@@ -16,14 +16,14 @@ direction shared by every view carries no information), L2-normalises, and takes
 similarities at ``temperature`` over the candidates. It is a probe, not INO's loss: the loss compares K-dimensional
 head outputs; the probe compares backbone class tokens across a handful of clips.
 
-The crops (``global_views``, ``local_views``, ``sample_boxes``, ``crop_views``) are the training's geometry without
-its colour augmentation, seeded so a figure is the same on every run: a box of a given area fraction and aspect ratio,
-resized (bicubic, antialiased) and normalised with the crop settings' mean and std.
+The crops (``global_views``, ``local_views``, ``crop_views``) are the training's geometry without its colour
+augmentation, seeded so a figure is the same on every run: boxes drawn by :func:`inolib.augment.crop_boxes`
+(torchvision's ``RandomResizedCrop`` rule: an area fraction and an aspect ratio, ten tries, then the centred
+fallback), resized (bicubic, antialiased) and normalised with the crop settings' mean and std.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from .augment import crop_boxes
 from .config import CropConfig
 
 
@@ -40,34 +41,6 @@ def _check_frames(frames: torch.Tensor, name: str, dim: int) -> None:
         shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
         want = "(T, 3, H, W)" if dim == 4 else "(3, H, W)"
         raise ValueError(f"{name} must be a uint8 tensor {want}, got {getattr(frames, 'dtype', '')} {shape}")
-
-
-def sample_boxes(height: int, width: int, scale: tuple[float, float], n: int,
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3), seed: int = 0) -> torch.Tensor:
-    """``n`` crop boxes inside a (height, width) frame: int64 (n, 4) rows ``(top, left, h, w)``.
-
-    Each box covers an area fraction drawn uniformly from ``scale`` (lo, hi) with an aspect ratio w/h drawn
-    log-uniformly from ``ratio`` (RandomResizedCrop's rule); a box that does not fit is shrunk to fit. Seeded:
-    the same arguments give the same boxes.
-    """
-    if height < 1 or width < 1:
-        raise ValueError(f"height and width must be >= 1, got {height}, {width}")
-    if not (0 < scale[0] <= scale[1] <= 1):
-        raise ValueError(f"scale must be (lo, hi) with 0 < lo <= hi <= 1, got {scale}")
-    if not (0 < ratio[0] <= ratio[1]):
-        raise ValueError(f"ratio must be (lo, hi) with 0 < lo <= hi, got {ratio}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a whole number >= 1, got {n!r}")
-    g = torch.Generator().manual_seed(int(seed))
-    area = height * width * (scale[0] + (scale[1] - scale[0]) * torch.rand(n, generator=g, dtype=torch.float64))
-    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(n, generator=g,
-                                                                                       dtype=torch.float64)
-    r = torch.exp(log_r)
-    w = torch.sqrt(area * r).round().clamp(1, width).long()
-    h = torch.sqrt(area / r).round().clamp(1, height).long()
-    top = (torch.rand(n, generator=g, dtype=torch.float64) * (height - h + 1)).floor().long()
-    left = (torch.rand(n, generator=g, dtype=torch.float64) * (width - w + 1)).floor().long()
-    return torch.stack([top, left, h, w], dim=1)
 
 
 def crop_views(frame: torch.Tensor, boxes: torch.Tensor, size: int, crops: CropConfig) -> torch.Tensor:
@@ -96,7 +69,7 @@ def global_views(frames: torch.Tensor, crops: CropConfig, seed: int = 0) -> torc
     float (T, 3, global_size, global_size); area fraction in ``crops.global_scale``, seeded per frame."""
     _check_frames(frames, "frames", 4)
     H, W = frames.shape[-2:]
-    return torch.cat([crop_views(f, sample_boxes(H, W, crops.global_scale, 1, crops.ratio, seed=1000 * seed + i),
+    return torch.cat([crop_views(f, crop_boxes(H, W, crops.global_scale, crops.ratio, 1, seed=1000 * seed + i),
                                  crops.global_size, crops) for i, f in enumerate(frames)])
 
 
@@ -107,7 +80,7 @@ def local_views(frames: Sequence[torch.Tensor], scale: tuple[float, float], n: i
     frame 0 first), and their boxes int64 (S, n, 4) ``(top, left, h, w)``. Frame i uses seed ``seed + i``."""
     if len(frames) == 0:
         raise ValueError("frames must hold at least one frame")
-    boxes = [sample_boxes(f.shape[-2], f.shape[-1], scale, n, crops.ratio, seed=seed + i) for i, f in enumerate(frames)]
+    boxes = [crop_boxes(f.shape[-2], f.shape[-1], scale, crops.ratio, n, seed=seed + i) for i, f in enumerate(frames)]
     views = torch.cat([crop_views(f, b, crops.local_size, crops) for f, b in zip(frames, boxes)])
     return views, torch.stack(boxes)
 

@@ -1,5 +1,6 @@
 """Out-view agreement of class tokens (lessons 04 and 05): crop boxes, views, the retrieval probe."""
 
+import dataclasses
 import math
 
 import pytest
@@ -7,25 +8,22 @@ import torch
 
 from inolib import config as C
 from inolib.model import build_backbone
-from inolib.outview import (class_tokens, crop_views, global_views, local_views, match_probs, partner_cross_entropy,
-                            sample_boxes)
+from inolib.augment import crop_boxes
+from inolib.outview import class_tokens, crop_views, global_views, local_views, match_probs, partner_cross_entropy
 
 
-def test_boxes_have_the_asked_area_fit_the_frame_and_are_seeded():
-    b = sample_boxes(120, 200, (0.05, 0.2), 50, seed=3)
-    assert b.shape == (50, 4) and b.dtype == torch.long
-    top, left, h, w = b.unbind(1)
-    assert bool((top >= 0).all() and (left >= 0).all() and (top + h <= 120).all() and (left + w <= 200).all())
-    area = (h * w).double() / (120 * 200)
-    assert 0.04 < float(area.min()) and float(area.max()) < 0.22
-    assert torch.equal(b, sample_boxes(120, 200, (0.05, 0.2), 50, seed=3))
-    assert not torch.equal(b, sample_boxes(120, 200, (0.05, 0.2), 50, seed=4))
-    fixed = sample_boxes(100, 100, (0.25, 0.25), 4, ratio=(1, 1))
-    assert bool((fixed[:, 2:] == 50).all())
-    for bad in (dict(scale=(0.0, 0.5)), dict(scale=(0.5, 0.2)), dict(n=0), dict(ratio=(2, 1))):
-        kw = dict(height=10, width=10, scale=(0.1, 0.2), n=2) | bad
-        with pytest.raises(ValueError, match=next(iter(bad))):
-            sample_boxes(**kw)
+def test_views_use_the_training_s_box_rule():
+    """The views' boxes are augment.crop_boxes's (torchvision's RandomResizedCrop rule), seeded per frame: on a
+    16:9 frame a global scale no 4:3 box can reach falls back to the centred 4:3 box, as in training."""
+    crops = C.smoke().crops
+    frame = torch.randint(0, 256, (3, 90, 160), dtype=torch.uint8)
+    _, boxes = local_views([frame, frame], (0.1, 0.2), 5, crops, seed=7)
+    assert torch.equal(boxes[0], crop_boxes(90, 160, (0.1, 0.2), crops.ratio, 5, seed=7))
+    assert torch.equal(boxes[1], crop_boxes(90, 160, (0.1, 0.2), crops.ratio, 5, seed=8))
+    wide = dataclasses.replace(crops, global_scale=(0.8, 0.95))
+    g = global_views(torch.stack([frame, frame]), wide, seed=2)
+    centred = crop_views(frame, torch.tensor([[0, 20, 90, 120]]), wide.global_size, wide)
+    assert torch.equal(g[0], centred[0]) and torch.equal(g[1], centred[0])
 
 
 def test_crop_views_resize_and_normalise_the_box():
@@ -77,6 +75,6 @@ def test_local_views_are_frame_major_with_their_boxes():
     v, b = local_views(frames, (0.1, 0.2), 3, crops, seed=5)
     assert v.shape == (6, 3, crops.local_size, crops.local_size) and b.shape == (2, 3, 4)
     assert float(v[:3].mean()) < 0 < float(v[3:].mean())                 # black frame first, then the white one
-    assert torch.equal(b[1], sample_boxes(50, 30, (0.1, 0.2), 3, crops.ratio, seed=6))
+    assert torch.equal(b[1], crop_boxes(50, 30, (0.1, 0.2), crops.ratio, 3, seed=6))
     with pytest.raises(ValueError, match="at least one"):
         local_views([], (0.1, 0.2), 3, crops)

@@ -77,22 +77,37 @@ def evaluate(run: Path, davis: list, held_out: list, device: str) -> dict:
             "synthetic": davis_jf(vit, held_out, cfg.propagation, device)["J&F-Mean"]}
 
 
+def _stats(results: dict, variant: str, key: str) -> tuple[float, float, int] | None:
+    """(mean, spread = max - min, seeds) of ``key`` over the finished seeds of ``variant``; None if none."""
+    xs = [r[key] for r in results.values() if r["variant"] == variant]
+    return (sum(xs) / len(xs), max(xs) - min(xs), len(xs)) if xs else None
+
+
+def versus_all(results: dict, variant: str, key: str) -> str:
+    """The difference of ``variant``'s mean to the all-losses mean, and whether it is larger than the seed
+    spread of either (``beyond`` / ``within``); ``-`` without two seeds of both."""
+    a, v = _stats(results, "all", key), _stats(results, variant, key)
+    if variant == "all" or a is None or v is None or min(a[2], v[2]) < 2:
+        return "-"
+    d = v[0] - a[0]
+    return f"{d:+.3f} ({'beyond' if abs(d) > max(a[1], v[1]) else 'within'})"
+
+
 def table(results: dict, variants: list[str]) -> str:
-    lines = ["| variant | loss terms | DAVIS sample J&F (mean, spread) | held-out hard synthetic J&F (mean, spread) | "
-             "seeds | paper Tab. 4 (Charades, ViT-S/8) |", "|---|---|---|---|---|---|"]
+    """Markdown: per variant, mean (spread) over seeds of both J&F, the difference to ``all`` and whether it is
+    beyond the seed spread, and the paper's Table 4 row."""
+    lines = ["| variant | loss terms | seeds | DAVIS sample J&F, mean (spread) | vs all | held-out hard synthetic J&F, "
+             "mean (spread) | vs all | paper Tab. 4 (Charades, ViT-S/8) |", "|---|---|---|---|---|---|---|---|"]
     for v in variants:
-        rows = [r for r in results.values() if r["variant"] == v]
-        if not rows:
+        if _stats(results, v, "davis") is None:
             continue
         on = [k for k in ("g2g", "l2g", "mim", "aff") if VARIANTS[v][0].get(k, True)]
-
-        def stat(key):
-            xs = [r[key] for r in rows]
-            return f"{sum(xs) / len(xs):.3f} ({max(xs) - min(xs):.3f})"
-
+        cells = []
+        for key in ("davis", "synthetic"):
+            m, spread, n = _stats(results, v, key)
+            cells += [f"{m:.3f} ({spread:.3f})", versus_all(results, v, key)]
         paper = VARIANTS[v][1]
-        lines.append(f"| {v} | {' + '.join(on)} | {stat('davis')} | {stat('synthetic')} | {len(rows)} | "
-                     f"{paper if paper is not None else '-'} |")
+        lines.append(f"| {v} | {' + '.join(on)} | {n} | {' | '.join(cells)} | {paper if paper is not None else '-'} |")
     return "\n".join(lines)
 
 

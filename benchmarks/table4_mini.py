@@ -1,7 +1,7 @@
 """Table 4 of the paper in miniature: the CPU recipe trained with all four losses, with each one removed,
 out-only, in-only and g2g-only (the paper's first row), over several seeds; held-out J&F of each run's student on
-the DAVIS sample and on synthetic sequences that training never sees (the hard scenes of ``inolib.data.synthetic.HARD_SCENE``: camouflage,
-look-alike distractors, changing light).
+the DAVIS sample and on synthetic sequences that training never sees (the hard scenes of
+``inolib.data.synthetic.HARD_SCENE``: camouflage, look-alike distractors, changing light).
 
     python benchmarks/table4_mini.py --out runs/table4 [--seeds 0 1] [--variants all no_g2g ...] [--max-steps N]
     python benchmarks/table4_mini.py --dry --out /tmp/t4      # smoke preset, a few steps: checks the pipeline

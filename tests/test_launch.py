@@ -65,7 +65,7 @@ def test_launch_local_runs_ddp_with_two_processes(tmp_path, data_dir):
     argv = ["train", "--preset", "smoke", "--data", str(data_dir / "videos"), "--out", str(tmp_path / "run"),
             "--max-steps", "2", "--log-every", "1", "--no-tensorboard", "--optim.batch_size_per_gpu", "1"]
     assert launch.launch_local(argv, 2, tmp_path / "logs", timeout=240) == [0, 0]
-    ck = torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=False)
+    ck = torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=True)
     assert ck["world_size"] == 2 and ck["step"] == 2
     assert [r["step"] for r in read_log(tmp_path / "run") if "loss" in r] == [1, 2]  # rank 0 alone logs
     assert "training 'smoke'" in (tmp_path / "logs" / "rank0.log").read_text()

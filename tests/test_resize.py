@@ -127,7 +127,7 @@ def test_segment_sequence_matches_the_released_preprocessing_end_to_end(data_dir
     seq = read_davis_sequence(data_dir / "davis_sample/DAVIS", "blackswan")
     seq = dataclasses.replace(seq, frame_paths=seq.frame_paths[:8])
     torch.manual_seed(0)
-    model_cfg = dataclasses.replace(C.smoke().model, depth=3, feature_block=2)
+    model_cfg = dataclasses.replace(C.smoke().model, depth=3)
     vit = build_backbone(model_cfg).eval()
     cfg = C.PropagationConfig(short_side=240, feature_block=2, radius=12)
     want = released_pipeline(cv2, vit, seq, cfg, model_cfg.patch_size)

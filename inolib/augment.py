@@ -95,8 +95,8 @@ def crop_boxes(height: int, width: int, scale: tuple[float, float], ratio: tuple
         raise ValueError(f"scale must be (lo, hi) with 0 < lo <= hi <= 1, got {tuple(scale)}")
     if not 0 < ratio[0] <= ratio[1]:
         raise ValueError(f"ratio must be (lo, hi) with 0 < lo <= hi, got {tuple(ratio)}")
-    if num < 1:
-        raise ValueError(f"num must be >= 1, got {num}")
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ValueError(f"num must be a whole number >= 1, got {num!r}")
     frame = torch.empty(1, int(height), int(width))  # only its size is read
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -97,6 +97,9 @@ def test_crop_boxes_follow_the_scale_and_fall_back_on_wide_frames():
     assert {tuple(r) for r in g.tolist()} == {(0, 107, 480, 640)}
     with pytest.raises(ValueError, match="scale"):
         crop_boxes(10, 10, (0.9, 0.5), (1, 1), 1)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="num"):
+            crop_boxes(10, 10, (0.1, 0.5), (1, 1), bad)
 
 
 def test_object_share_counts_the_object_inside_each_box():

@@ -26,9 +26,11 @@ from . import config as C
 
 
 def add_config_args(parser: argparse.ArgumentParser, default_preset: str | None,
-                    preset_help: str | None = None, sections: tuple[str, ...] | None = None) -> None:
+                    preset_help: str | None = None, sections: tuple[str, ...] | None = None,
+                    skip: tuple[str, ...] = ()) -> None:
     """Add ``--preset`` and one ``--section.field`` flag per leaf field of :class:`INOConfig` (only the fields of
-    ``sections``, e.g. ``("model", "propagation")``, when given: a command shows the flags it uses)."""
+    ``sections``, e.g. ``("model", "propagation")``, when given, and none whose name starts with one of ``skip``:
+    a command shows the flags it uses)."""
     known = {f.name for f in fields(C.INOConfig)} - {"name"}
     if sections is not None and not set(sections) <= known:
         raise ValueError(f"sections must be among {sorted(known)}, got {sections!r}")
@@ -36,7 +38,8 @@ def add_config_args(parser: argparse.ArgumentParser, default_preset: str | None,
                         help=preset_help or f"starting configuration (default {default_preset})")
     group = parser.add_argument_group("config overrides (defaults shown are the charades preset's)")
     for name, tp, default in C.iter_fields():
-        if name == "name" or (sections is not None and name.split(".")[0] not in sections):
+        if name == "name" or (sections is not None and name.split(".")[0] not in sections) \
+                or name.startswith(tuple(skip)):
             continue
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         tname = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
@@ -377,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("propagate", help="segment DAVIS, YouTube-VOS or your own video by label propagation")
     add_config_args(p, None, "starting configuration (default: the settings an inolib checkpoint was trained "
                              "with, e.g. the tiny preset's for data/checkpoints/ino_tiny.pth; otherwise charades)",
-                    sections=("model", "propagation"))  # model.*: the architecture of --checkpoint random
+                    sections=("model", "propagation"),  # model.*: the architecture of --checkpoint random
+                    skip=("model.head_", "model.norm_last_layer", "model.drop_path_rate"))  # head, training only
     p.add_argument("--checkpoint", required=True, help="checkpoint file (ours, released INO, DINO, timm) or 'random'")
     p.add_argument("--network", default=None, help="network in the checkpoint: student or teacher (default: the format's)")
     p.add_argument("--trust-checkpoint", action="store_true",

@@ -36,6 +36,8 @@ def test_each_command_shows_only_the_flags_it_uses():
     prop, ev, train = flags("propagate"), flags("evaluate"), flags("train")
     assert {"--propagation.topk", "--model.embed_dim", "--checkpoint"} <= prop
     assert not any(f.split(".")[0] in ("--crops", "--loss", "--optim", "--masking", "--synthetic") for f in prop)
+    assert not any(f.startswith(("--model.head_", "--model.norm_last", "--model.drop_path")) for f in prop)  # unused
+    assert "--model.head_out_dim" in train
     assert not any("." in f for f in ev)
     assert {"--loss.teacher_temp", "--optim.epochs", "--propagation.short_side", "--synthetic.seed"} <= train
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..atomic import atomic_write_text
 from .video import write_avi
 from .vos import davis_palette
 
@@ -392,7 +393,7 @@ def write_davis_layout(video: SyntheticVideo, root: str | Path, resolution: str 
     if video.name not in names:
         if text and not text.endswith("\n"):
             text += "\n"
-        list_file.write_text(text + video.name + "\n")
+        atomic_write_text(list_file, text + video.name + "\n")
     return img_dir
 
 
@@ -441,7 +442,7 @@ def write_ytvos_layout(video: SyntheticVideo, root: str | Path, split: str = "va
         if not isinstance(meta, dict) or not isinstance(meta.setdefault("videos", {}), dict):
             raise ValueError(f"{meta_file}: existing file has no 'videos' dictionary")
     meta["videos"][video.name] = {"objects": objects}
-    meta_file.write_text(json.dumps(meta, indent=1))
+    atomic_write_text(meta_file, json.dumps(meta, indent=1))
     return img_dir
 
 
@@ -499,9 +500,7 @@ def write_training_videos(folder: str | Path, count: int, cfg) -> list[Path]:
     if not same:
         for old in folder.glob("synthetic_*.avi"):
             old.unlink()
-        tmp = settings.with_name(settings.name + ".tmp")
-        tmp.write_text(json.dumps(want))
-        tmp.replace(settings)
+        atomic_write_text(settings, json.dumps(want))
     paths = training_video_paths(folder, count, cfg)
     for seed, path in enumerate(paths, start=cfg.seed):
         if not path.is_file():

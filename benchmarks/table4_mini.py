@@ -91,7 +91,8 @@ def versus_all(results: dict, variant: str, key: str) -> str:
     if variant == "all" or a is None or v is None or min(a[2], v[2]) < 2:
         return "-"
     d = v[0] - a[0]
-    return f"{d:+.3f} ({'beyond' if abs(d) > max(a[1], v[1]) else 'within'})"
+    shown = round(d, 3) or 0.0  # a difference that rounds to zero prints +0.000, not -0.000
+    return f"{shown:+.3f} ({'beyond' if abs(d) > max(a[1], v[1]) else 'within'})"
 
 
 def table(results: dict, variants: list[str]) -> str:

@@ -22,6 +22,9 @@ def test_differences_are_judged_against_the_seed_spread():
     assert t4.versus_all(res, "no_mim", "davis") == "-0.055 (beyond)"
     assert t4.versus_all(res, "no_mim", "synthetic") == "+0.005 (within)"
     assert t4.versus_all(res, "no_aff", "davis") == "-" and t4.versus_all(res, "all", "davis") == "-"
+    tie = {**_r("all", 0, 0.40, 0.42), **_r("all", 1, 0.42, 0.43), **_r("no_g2g", 0, 0.4099, 0.42),
+           **_r("no_g2g", 1, 0.41, 0.43)}  # 0.0001 below all's mean
+    assert t4.versus_all(tie, "no_g2g", "davis") == "+0.000 (within)"
     text = t4.table(res, ["all", "no_mim", "no_aff", "in_only"])
     rows = text.splitlines()
     assert len(rows) == 5 and "in_only" not in text                          # header, rule, three variants

@@ -67,14 +67,17 @@ def train(run: Path, variant: str, seed: int, dry: bool, max_steps: int | None) 
 
 
 def evaluate(run: Path, davis: list, held_out: list, device: str) -> dict:
+    """The run's step count and its student's J&F-Mean on ``davis`` and ``held_out``, with the run's propagation
+    settings."""
     from inolib import config as C
     from inolib.checkpoint import load_backbone, read_checkpoint
     from inolib.validation import davis_jf
 
     ck = run / "checkpoint.pth"
-    cfg = C.INOConfig.from_dict(read_checkpoint(ck)["config"])
+    state = read_checkpoint(ck)
+    cfg = C.INOConfig.from_dict(state["config"])
     vit, _ = load_backbone(ck, key="student", device=device)
-    return {"davis": davis_jf(vit, davis, cfg.propagation, device)["J&F-Mean"],
+    return {"steps": state["step"], "davis": davis_jf(vit, davis, cfg.propagation, device)["J&F-Mean"],
             "synthetic": davis_jf(vit, held_out, cfg.propagation, device)["J&F-Mean"]}
 
 
@@ -135,6 +138,7 @@ def main() -> None:
         return
 
     from inolib import config as C
+    from inolib.atomic import atomic_write_text
     from inolib.data.synthetic import HARD_SCENE, write_held_out_davis
     from inolib.validation import load_davis_for_validation
 
@@ -154,12 +158,9 @@ def main() -> None:
                 continue
             secs = train(run, v, seed, args.dry, args.max_steps)
             scores = evaluate(run, davis, held_out, args.device)
-            steps = torch.load(run / "checkpoint.pth", map_location="cpu", weights_only=True)["step"]
-            result = {"variant": v, "seed": seed, "steps": steps, "train_seconds": secs, **scores}
-            tmp = run / "result.json.tmp"
-            tmp.write_text(json.dumps(result, indent=1))
-            os.replace(tmp, run / "result.json")
-            print(f"{key}: {steps} steps in {secs:.0f} s, J&F DAVIS {scores['davis']:.3f}, "
+            result = {"variant": v, "seed": seed, "train_seconds": secs, **scores}
+            atomic_write_text(run / "result.json", json.dumps(result, indent=1))
+            print(f"{key}: {scores['steps']} steps in {secs:.0f} s, J&F DAVIS {scores['davis']:.3f}, "
                   f"held-out hard synthetic {scores['synthetic']:.3f}", flush=True)
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
     print(table(gather(out), args.variants))

@@ -22,7 +22,7 @@ import torch
 
 from inolib import config as C
 from inolib.baselines import PixelFeatures
-from inolib.checkpoint import load_backbone, read_checkpoint
+from inolib.checkpoint import load_backbone, read_config
 from inolib.data.synthetic import HARD_SCENE, write_held_out_davis
 from inolib.evaluate import _global_results, evaluate_sequence, object_statistics
 from inolib.model import build_backbone
@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
 
-    cfg = C.INOConfig.from_dict(read_checkpoint(args.checkpoint)["config"])
+    cfg = read_config(args.checkpoint)
     held_dir = Path(args.held_out_dir or tempfile.mkdtemp(prefix="heldout_"))
     sets = {"DAVIS sample": load_davis_for_validation(REPO / "data/davis_sample/DAVIS"),
             "held-out synthetic": load_davis_for_validation(write_held_out_davis(held_dir, args.held_out,

@@ -69,15 +69,12 @@ def train(run: Path, variant: str, seed: int, dry: bool, max_steps: int | None) 
 def evaluate(run: Path, davis: list, held_out: list, device: str) -> dict:
     """The run's step count and its student's J&F-Mean on ``davis`` and ``held_out``, with the run's propagation
     settings."""
-    from inolib import config as C
-    from inolib.checkpoint import load_backbone, read_checkpoint
+    from inolib.checkpoint import load_backbone
     from inolib.validation import davis_jf
 
-    ck = run / "checkpoint.pth"
-    state = read_checkpoint(ck)
-    cfg = C.INOConfig.from_dict(state["config"])
-    vit, _ = load_backbone(ck, key="student", device=device)
-    return {"steps": state["step"], "davis": davis_jf(vit, davis, cfg.propagation, device)["J&F-Mean"],
+    vit, report = load_backbone(run / "checkpoint.pth", key="student", device=device)
+    cfg = report["config"]
+    return {"steps": report["step"], "davis": davis_jf(vit, davis, cfg.propagation, device)["J&F-Mean"],
             "synthetic": davis_jf(vit, held_out, cfg.propagation, device)["J&F-Mean"]}
 
 

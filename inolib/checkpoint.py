@@ -1,7 +1,8 @@
 """Saving and loading weights: our checkpoints, the released INO format, DINO's ViT checkpoints, timm state dicts.
 
 ``load_backbone(path)`` returns an :class:`inolib.model.INOViT` with the checkpoint's backbone weights and a
-small report of what was taken. It recognises:
+small report of what was taken (for our own files also the run's config and step; ``read_config(path)`` gives the
+config alone). It recognises:
 
 * inolib checkpoints (``save_checkpoint``): ``{"format": "inolib", "config", "student", "teacher", ...}``;
 * released INO checkpoints: ``student``/``teacher`` state dicts of a multi-crop wrapper, keys prefixed with
@@ -239,7 +240,8 @@ def build_from_state(state: dict, path: str | Path = "<state>", num_heads: int |
 
 def load_backbone(path: str | Path, key: str | None = None, num_heads: int | None = None,
                   device: str | torch.device = "cpu", trust: bool = False) -> tuple[INOViT, dict]:
-    """The backbone of a checkpoint (see the module docstring) and a report ``{"network", "format", ...}``.
+    """The backbone of a checkpoint (see the module docstring) and a report ``{"network", "format", ...}``; for an
+    inolib file the report also holds its ``"config"`` (:class:`INOConfig`) and training ``"step"`` (else None).
 
     The file is read with ``weights_only=True`` (:func:`read_checkpoint`); ``trust`` allows full unpickling."""
     path = Path(path)
@@ -269,8 +271,32 @@ def _backbone_from(obj: Any, path: Path, key: str | None, num_heads: int | None)
         "bare" if network == "bare state dict" else "released/DINO")
     report = {"network": network, "format": fmt, "patch_size": vit.patch_embed.patch_size[0],
               "embed_dim": vit.embed_dim, "depth": len(vit.blocks), "pos_table": vit.patch_embed.grid_size,
-              "head_keys_ignored": len(head_keys), "mask_token": "mask_token" in state}
+              "head_keys_ignored": len(head_keys), "mask_token": "mask_token" in state,
+              "config": _config_of(obj, path) if fmt == "inolib" else None,
+              "step": obj.get("step") if fmt == "inolib" else None}
     return vit, report
+
+
+def _config_of(obj: Any, path: Path) -> INOConfig:
+    """The :class:`INOConfig` stored in an already read inolib checkpoint ``obj``; ``ValueError`` naming ``path``
+    when the file is not one or its config does not parse."""
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise ValueError(f"{path}: not an inolib checkpoint (no format {FORMAT!r}), so it carries no inolib config")
+    if not isinstance(obj.get("config"), dict):
+        raise ValueError(f"{path}: inolib checkpoint without a config dict")
+    try:
+        return INOConfig.from_dict(obj["config"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: its config does not parse: {e}") from None
+
+
+def read_config(path: str | Path, trust: bool = False) -> INOConfig:
+    """The configuration an inolib checkpoint (training checkpoint or :func:`export_backbones` file) was trained
+    with. Reads the file like :func:`load_backbone`; when the weights are needed too, take ``report["config"]``
+    of :func:`load_backbone` instead (one read). ``ValueError`` naming the file for other formats (released INO,
+    DINO, timm) and for unreadable files."""
+    path = Path(path)
+    return _config_of(read_checkpoint(path, trust=trust), path)
 
 
 def export_backbones(run_checkpoint: str | Path, out_path: str | Path, dtype: torch.dtype = torch.float16,
@@ -323,7 +349,7 @@ def load_network(path: str | Path, key: str = "student", device: str | torch.dev
     if not isinstance(obj, dict) or not isinstance(obj.get(f"{key}_head"), dict) or not isinstance(obj.get("center"), dict):
         raise ValueError(f"{path}: no {key} head or no loss centers in the file (export it with "
                          f"export_backbones(..., heads=True))")
-    head = build_head(INOConfig.from_dict(obj["config"]).model)
+    head = build_head(_config_of(obj, path).model)
     try:
         head.load_state_dict({k: v.float() for k, v in obj[f"{key}_head"].items()})
     except RuntimeError as e:

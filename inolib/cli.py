@@ -57,15 +57,12 @@ def config_from_args(args: argparse.Namespace, base: C.INOConfig | None = None) 
 def _checkpoint_config(path: str, trust: bool = False) -> C.INOConfig | None:
     """The configuration an inolib checkpoint was trained with (None for other formats or unreadable files:
     loading the weights reports those)."""
-    from .checkpoint import FORMAT, read_checkpoint
+    from .checkpoint import read_config
 
     try:
-        obj = read_checkpoint(path, trust=trust)
+        return read_config(path, trust=trust)
     except (OSError, ValueError):
         return None
-    if isinstance(obj, dict) and obj.get("format") == FORMAT and isinstance(obj.get("config"), dict):
-        return C.INOConfig.from_dict(obj["config"])
-    return None
 
 
 def _version(dist: str) -> str:

@@ -128,7 +128,7 @@ def run_demo(data_dir: str | Path = "data", out_dir: str | Path = "runs/demo", c
         sequences: DAVIS sequences to use (default: all of the sample).
     Returns ``{"jf": {method: global J&F row}, "report": Path}``.
     """
-    from .checkpoint import load_backbone, read_checkpoint
+    from .checkpoint import load_backbone, read_config
     from .evaluate import evaluate_davis
     from .model import build_backbone
     from .baselines import PixelFeatures
@@ -143,7 +143,7 @@ def run_demo(data_dir: str | Path = "data", out_dir: str | Path = "runs/demo", c
     for need in (checkpoint, davis, data_dir / "videos"):
         if not need.exists():
             raise FileNotFoundError(f"demo: {need} not found (run from the repository root, or pass --data)")
-    shipped_cfg = C.INOConfig.from_dict(read_checkpoint(checkpoint)["config"])
+    shipped_cfg = read_config(checkpoint)
     prop = shipped_cfg.propagation if short_side is None else C.override(
         shipped_cfg, {"propagation.short_side": short_side}).propagation
     out_dir.mkdir(parents=True, exist_ok=True)

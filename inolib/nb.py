@@ -28,16 +28,15 @@ def data_dir() -> Path:
 def load_shipped(device: str | torch.device = "cpu", network: str = "student"):
     """The shipped checkpoint ``data/checkpoints/ino_tiny.pth``: ``(backbone, config, random)``, where ``random`` is
     a random initialisation of the same architecture (seed 0), the baseline it is compared with."""
-    from .checkpoint import load_backbone, read_checkpoint
-    from .config import INOConfig
+    from .checkpoint import load_backbone
     from .model import build_backbone
 
     path = data_dir() / "checkpoints" / "ino_tiny.pth"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the shipped checkpoint comes with the repository (git lfs is not "
                                 "needed); check your clone")
-    vit, _ = load_backbone(path, key=network, device=device)
-    cfg = INOConfig.from_dict(read_checkpoint(path)["config"])
+    vit, report = load_backbone(path, key=network, device=device)
+    cfg = report["config"]
     torch.manual_seed(0)
     return vit, cfg, build_backbone(cfg.model).to(device).eval()
 
@@ -49,13 +48,12 @@ def load_shipped_network(device: str | torch.device = "cpu", network: str = "stu
     ``net`` is an :class:`inolib.model.INONetwork` (``network``: student or teacher), ``centers`` the run's final
     loss centers ``{"cls": (1, K), "patch": (1, K)}``, ``random_net`` a random initialisation of the same network
     (seed 0: its backbone is the ``random`` of :func:`load_shipped`)."""
-    from .checkpoint import load_network, read_checkpoint
-    from .config import INOConfig
+    from .checkpoint import load_network, read_config
     from .model import build_network
 
     folder = data_dir() / "checkpoints"
     net, centers = load_network(folder / "ino_tiny.pth", key=network, device=device)
-    cfg = INOConfig.from_dict(read_checkpoint(folder / "ino_tiny.pth")["config"])
+    cfg = read_config(folder / "ino_tiny.pth")  # the file once more: load_network returns no config
     torch.manual_seed(0)
     return net, centers, build_network(cfg.model).to(device).eval()
 

@@ -8,7 +8,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from inolib import config as C
-from inolib.checkpoint import load_backbone, save_checkpoint
+from inolib.checkpoint import load_backbone, read_config, save_checkpoint
 from inolib.model import INOViT, build_network
 from inolib.teacher import make_teacher
 
@@ -32,13 +32,34 @@ def test_own_checkpoint_round_trip(tmp_path):
     with torch.no_grad():
         for p in teacher.parameters():
             p.mul_(0.5)
-    path = save_checkpoint(tmp_path / "run" / "checkpoint.pth", cfg, student, teacher, epoch=3)
+    path = save_checkpoint(tmp_path / "run" / "checkpoint.pth", cfg, student, teacher, epoch=3, step=17)
     vit, rep = load_backbone(path)
     assert rep["network"] == "student" and rep["format"] == "inolib" and rep["mask_token"]
     torch.testing.assert_close(feats(vit), feats(student.backbone))
     vt, rep = load_backbone(path, key="teacher")
     torch.testing.assert_close(feats(vt), feats(teacher.backbone))
     assert not list(tmp_path.glob("run/*.tmp*"))  # atomic save leaves no temporary file
+    # the run's config and step come with the weights (one read), and from read_config alone
+    assert rep["config"] == cfg and rep["step"] == 17
+    assert read_config(path) == cfg
+
+
+def test_read_config_refuses_other_formats_and_bad_configs(tmp_path):
+    cfg, student = small_net()
+    sd = {k[len("backbone."):]: v for k, v in student.state_dict().items() if k.startswith("backbone.")}
+    torch.save(sd, tmp_path / "bare.pth")
+    vit, rep = load_backbone(tmp_path / "bare.pth", num_heads=cfg.model.num_heads)
+    assert rep["config"] is None and rep["step"] is None
+    with pytest.raises(ValueError, match=r"bare\.pth: not an inolib checkpoint"):
+        read_config(tmp_path / "bare.pth")
+    path = save_checkpoint(tmp_path / "ck.pth", cfg, student)
+    ck = torch.load(path, weights_only=True)
+    ck["config"]["optim"]["no_such_field"] = 1
+    torch.save(ck, tmp_path / "badcfg.pth")
+    with pytest.raises(ValueError, match=r"badcfg\.pth: its config does not parse.*no_such_field"):
+        read_config(tmp_path / "badcfg.pth")
+    with pytest.raises(ValueError, match=r"badcfg\.pth: its config does not parse"):
+        load_backbone(tmp_path / "badcfg.pth")
 
 
 def test_released_ino_layout(tmp_path):

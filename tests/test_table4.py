@@ -39,3 +39,29 @@ def test_finished_runs_are_gathered_from_their_folders(tmp_path):
         (tmp_path / key / "result.json").write_text(json.dumps(res))
     (tmp_path / "out_only_seed0").mkdir()                                    # unfinished: no result.json
     assert sorted(t4.gather(tmp_path)) == ["all_seed0", "in_only_seed1"]
+
+
+def test_evaluate_reads_the_run_once_and_scores_its_student(tmp_path):
+    import torch
+
+    from inolib import config as C
+    from inolib.checkpoint import save_checkpoint
+    from inolib.data.synthetic import write_held_out_davis
+    from inolib.model import build_network
+    from inolib.teacher import make_teacher
+    from inolib.validation import davis_jf, load_davis_for_validation
+
+    cfg = C.smoke()
+    torch.manual_seed(0)
+    student = build_network(cfg.model)
+    teacher = make_teacher(student, cfg.model)
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.normal_()  # a teacher unlike the student: evaluate must score the student
+    save_checkpoint(tmp_path / "run" / "checkpoint.pth", cfg, student, teacher, step=42)
+    seqs = load_davis_for_validation(write_held_out_davis(tmp_path / "held", 1, cfg.synthetic, num_frames=4))
+    got = t4.evaluate(tmp_path / "run", seqs, seqs, "cpu")
+    want = davis_jf(student.backbone, seqs, cfg.propagation, "cpu")["J&F-Mean"]
+    assert got["steps"] == 42
+    assert got["davis"] == got["synthetic"] == want
+    assert want != davis_jf(teacher.backbone, seqs, cfg.propagation, "cpu")["J&F-Mean"]

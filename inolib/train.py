@@ -325,6 +325,8 @@ class Trainer:
             from .validation import load_davis_for_validation
 
             self.eval_sequences = load_davis_for_validation(eval_davis)  # read once, before any training
+        # the data sources too: a typo in --data must not leave a new run folder behind
+        plan = self._plan_sources(sources, video_root)
         self.amp_dtype = AMP_DTYPES[cfg.optim.amp]
         if self.amp_dtype is torch.float16 and self.device.type == "cpu":
             warnings.warn("optim.amp fp16 is for GPUs; using bf16 autocast on the CPU", stacklevel=2)
@@ -338,10 +340,7 @@ class Trainer:
         torch.manual_seed(cfg.optim.seed)
 
         # data: every process indexes the same sources (cached), then takes its share of the clips
-        sources = self._synthetic_sources(sources)
-        paths = resolve_sources(sources, root=video_root)
-        if not paths:
-            raise ValueError(f"no video found in {sources!r}")
+        paths = self._source_paths(plan)
         cache = self.out / "video_index.json"
         if self.dist.distributed and not self.dist.is_main:
             barrier()  # rank 0 probes the videos once; the others read its cache
@@ -386,23 +385,39 @@ class Trainer:
             except ImportError:  # tensorboard is optional at run time
                 self._tb = None
 
-    def _synthetic_sources(self, sources) -> list:
-        """``sources`` with each ``"synthetic:N"`` replaced by N seeded synthetic videos written (once, by the
-        main process) into ``OUT/synthetic``."""
-        from .data.synthetic import parse_synthetic_source, training_video_paths, write_training_videos
+    def _plan_sources(self, sources, video_root) -> list:
+        """``sources`` checked before anything is written: each item becomes the video paths it names (a
+        folder, a video, a list file: :func:`inolib.data.index.resolve_sources`) or, for ``"synthetic:N"``, the
+        number N (its seeds checked). ``ValueError`` / ``FileNotFoundError`` naming the bad source; ValueError
+        when no video and no synthetic source remains."""
+        from .data.synthetic import check_training_seeds, parse_synthetic_source
 
         items = list(sources) if isinstance(sources, (list, tuple)) else [sources]
-        out = []
+        plan = []
         for item in items:
             n = parse_synthetic_source(item)
-            if n is None:
-                out.append(item)
+            if n is not None:
+                check_training_seeds(n, self.cfg.synthetic)
+            plan.append(n if n is not None else resolve_sources(item, root=video_root))
+        if not any(isinstance(p, int) or p for p in plan):
+            raise ValueError(f"no video found in {sources!r}")
+        return plan
+
+    def _source_paths(self, plan: list) -> list[Path]:
+        """The video paths of a :meth:`_plan_sources` plan, in order, with each synthetic N replaced by N seeded
+        synthetic videos written (once, by the main process) into ``OUT/synthetic``."""
+        from .data.synthetic import training_video_paths, write_training_videos
+
+        out = []
+        for item in plan:
+            if not isinstance(item, int):
+                out.extend(item)
                 continue
             if self.dist.is_main:
-                paths = write_training_videos(self.out / "synthetic", n, self.cfg.synthetic)
+                paths = write_training_videos(self.out / "synthetic", item, self.cfg.synthetic)
             barrier()
             if not self.dist.is_main:
-                paths = training_video_paths(self.out / "synthetic", n, self.cfg.synthetic)
+                paths = training_video_paths(self.out / "synthetic", item, self.cfg.synthetic)
             out.extend(paths)
         return out
 

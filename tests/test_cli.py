@@ -263,6 +263,32 @@ def test_train_values_that_cannot_work_are_one_line_errors_before_any_work(tmp_p
     assert not out.exists()  # nothing made, indexed or built
 
 
+@pytest.mark.parametrize("data,message", [
+    (["synthetic:0"], "--data 'synthetic:0': write synthetic:N with N >= 1"),
+    (["data/videos", "synthetic:x"], "--data 'synthetic:x': write synthetic:N with N >= 1"),
+    (["synthetic:99999999"], "synthetic.seed: training seeds 0..99999998 must lie in 0..9999"),
+    (["no/such/folder"], "--data no/such/folder: no such folder, video or list file"),
+    (["SYNTHETIC:2"], "no such folder, video or list file (synthetic videos: synthetic:N, lower case)"),
+    (["EMPTY"], "no video found in"),
+])
+def test_train_data_sources_that_cannot_work_leave_no_run_folder(tmp_path, capsys, data, message):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "run"
+    data = [str(REPO / d) if d.startswith("data/") else str(tmp_path / "empty") if d == "EMPTY" else d for d in data]
+    args = ["train", "--preset", "smoke", "--out", str(out), "--no-tensorboard", "--max-steps", "1", "--data", *data]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()  # a typo in --data leaves no half-made run folder (a lock file, synthetic videos)
+
+
+def test_train_eval_every_without_eval_davis_is_an_error(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_args(out, "--eval-every", "5")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--eval-every 5: J&F is measured only with --eval-davis ROOT" in err and not out.exists()
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is available here")
 def test_train_and_demo_on_cuda_without_a_gpu_are_clear_errors(tmp_path, capsys):
     for args in (train_args(tmp_path / "run", "--device", "cuda"),

@@ -150,6 +150,9 @@ def resolve_sources(source: str | Path | list, root: str | Path | None = None) -
     if isinstance(source, (list, tuple)):
         return [p for s in source for p in resolve_sources(s, root)]
     source = Path(source)
+    if not source.exists():
+        hint = " (synthetic videos: synthetic:N, lower case)" if str(source).lower().startswith("synthetic:") else ""
+        raise FileNotFoundError(f"--data {source}: no such folder, video or list file{hint}")
     if source.is_dir():
         return find_videos(source)
     if source.suffix.lower() in VIDEO_EXTENSIONS:

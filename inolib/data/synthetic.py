@@ -477,6 +477,16 @@ def training_video_paths(folder: str | Path, count: int, cfg) -> list[Path]:
     return [Path(folder) / f"synthetic_{cfg.seed + i:04d}.avi" for i in range(count)]
 
 
+def check_training_seeds(count: int, cfg) -> None:
+    """``ValueError`` unless ``count`` >= 1 training videos of :class:`inolib.config.SyntheticConfig` ``cfg``
+    (seeds ``cfg.seed`` .. ``cfg.seed + count - 1``) stay below ``HELD_OUT_SEED``."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    if cfg.seed < 0 or cfg.seed + count > HELD_OUT_SEED:
+        raise ValueError(f"synthetic.seed: training seeds {cfg.seed}..{cfg.seed + count - 1} must lie in "
+                         f"0..{HELD_OUT_SEED - 1} (higher seeds are kept for held-out evaluation)")
+
+
 def write_training_videos(folder: str | Path, count: int, cfg) -> list[Path]:
     """Write ``count`` seeded synthetic training videos (:class:`inolib.config.SyntheticConfig` ``cfg``) into
     ``folder`` as ``synthetic_<seed>.avi`` and return their paths.
@@ -487,11 +497,7 @@ def write_training_videos(folder: str | Path, count: int, cfg) -> list[Path]:
     """
     from dataclasses import asdict
 
-    if count < 1:
-        raise ValueError(f"count must be >= 1, got {count}")
-    if cfg.seed < 0 or cfg.seed + count > HELD_OUT_SEED:
-        raise ValueError(f"synthetic.seed: training seeds {cfg.seed}..{cfg.seed + count - 1} must lie in "
-                         f"0..{HELD_OUT_SEED - 1} (higher seeds are kept for held-out evaluation)")
+    check_training_seeds(count, cfg)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     settings = folder / "settings.json"

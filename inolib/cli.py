@@ -166,12 +166,12 @@ def _inside(path, folder) -> bool:
     return path == folder or folder in path.parents
 
 
-def _refuse_inside(path, protected: list, flag: str, what: str) -> None:
+def _refuse_inside(path, protected: list, flag: str, what: str, kind: str = "ground truth or frames") -> None:
     """ValueError naming ``flag`` when ``path`` is one of the ``protected`` input folders or inside one."""
     for folder in protected:
         if _inside(path, folder):
-            raise ValueError(f"{flag} {path}: {what} would go inside {folder}, an input folder (ground truth or "
-                             f"frames) that must not be overwritten; choose a folder outside it")
+            raise ValueError(f"{flag} {path}: {what} would go inside {folder}, an input folder ({kind}) that must "
+                             f"not be written into; choose a folder outside it")
 
 
 def _output_folder(path, flag: str) -> None:
@@ -221,7 +221,8 @@ def cmd_propagate(args: argparse.Namespace) -> int:
         from .data.vos import list_davis_sequences
 
         root = Path(args.davis)
-        _refuse_inside(out, [root / "Annotations", root / "JPEGImages"], "--out", "the masks")
+        # the dataset folder is the user's input: nothing is written into it (its ground truth least of all)
+        _refuse_inside(out, [root], "--out", "the masks", "the dataset given to --davis")
         names = args.sequences or list_davis_sequences(root, args.split or "val")
         targets = [out / n for n in names]
     elif args.ytvos:
@@ -233,6 +234,7 @@ def cmd_propagate(args: argparse.Namespace) -> int:
                             if (d / "JPEGImages").is_dir() or (d / "meta.json").is_file()}
         protected = [root / s / k for s in sorted(splits) for k in ("Annotations", "JPEGImages")]
         _refuse_inside(out / "Annotations", protected, "--out", "the masks (OUT/Annotations/<video>)")
+        _refuse_inside(out, [root], "--out", "the masks", "the dataset given to --ytvos")
         names = args.sequences or list_ytvos_videos(root, split)
         targets = [out / "Annotations" / n for n in names]
     else:

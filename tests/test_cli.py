@@ -89,15 +89,15 @@ def test_ground_truth_is_never_overwritten(tmp_path, capsys):
     before = tree_digest(davis)
     (tmp_path / "link").symlink_to(davis / "Annotations" / "480p")
     for out in (davis / "Annotations" / "480p", davis / "Annotations", davis / "JPEGImages" / "480p" / "x",
-                tmp_path / "link", tmp_path / "link" / "sub"):
+                tmp_path / "link", tmp_path / "link" / "sub", davis, davis / "results"):
         assert main(propagate_args(davis, out)) == 2, out
         err = capsys.readouterr().err
-        assert "--out" in err and ("Annotations" in err or "JPEGImages" in err), err
+        assert f"--out {out}: the masks would go inside" in err and "an input folder" in err, err
     assert tree_digest(davis) == before
     ytvos = tmp_path / "YTVOS"
     write_ytvos_layout(make_synthetic_video(num_frames=10, height=64, width=96, num_objects=2, seed=2), ytvos)
     before = tree_digest(ytvos)
-    for out in (ytvos / "valid", ytvos / "valid" / "Annotations" / "x"):
+    for out in (ytvos / "valid", ytvos / "valid" / "Annotations" / "x", ytvos, ytvos / "results"):
         args = ["propagate", "--checkpoint", "random", "--preset", "smoke", "--ytvos", str(ytvos), "--out", str(out),
                 "--propagation.short_side", "64"]
         assert main(args) == 2

@@ -47,6 +47,13 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     return path
 
 
+def is_inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it, symlinks resolved: how writers check that a result does
+    not go into an input folder (a dataset, its ground truth)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """:func:`atomic_write` of a text file (UTF-8)."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -160,16 +160,12 @@ def _check_device(device: str) -> None:
         raise ValueError(f"--device {device}: inolib runs on cpu, cuda or mps")
 
 
-def _inside(path, folder) -> bool:
-    """Whether ``path`` is ``folder`` or inside it, symlinks resolved."""
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
-
-
 def _refuse_inside(path, protected: list, flag: str, what: str, kind: str = "ground truth or frames") -> None:
     """ValueError naming ``flag`` when ``path`` is one of the ``protected`` input folders or inside one."""
+    from .atomic import is_inside
+
     for folder in protected:
-        if _inside(path, folder):
+        if is_inside(path, folder):
             raise ValueError(f"{flag} {path}: {what} would go inside {folder}, an input folder ({kind}) that must "
                              f"not be written into; choose a folder outside it")
 

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write, temp_path
+from .atomic import atomic_write, is_inside, temp_path
 from .config import PropagationConfig
 from .data.vos import VOSSequence, davis_palette, list_davis_sequences, read_davis_sequence
 from .model import INOViT
@@ -226,9 +226,13 @@ def segment_davis(vit: INOViT, davis_root: str | Path, out_dir: str | Path, cfg:
                   resume: bool = False, progress: bool = True, resolution: str = "480p") -> list[str]:
     """Segment every sequence of a DAVIS split and write ``out_dir/<seq>/<frame>.png``; returns the sequences done.
 
-    With ``resume`` a sequence whose PNGs are all present is skipped.
+    With ``resume`` a sequence whose PNGs are all present is skipped. ``out_dir`` inside ``davis_root`` (the
+    user's dataset) is refused with a ``ValueError`` naming both.
     """
     out_dir = Path(out_dir)
+    if is_inside(out_dir, davis_root):
+        raise ValueError(f"out_dir {out_dir}: inside the DAVIS folder {davis_root}, an input folder that must not be "
+                         "written into; choose a folder outside it")
     names = sequences or list_davis_sequences(davis_root, split, resolution)
     check_propagation_config(cfg, vit.patch_embed.patch_size[0])
     seqs = [read_davis_sequence(davis_root, name, resolution) for name in names]  # every input checked first

@@ -21,6 +21,17 @@ def vit():
     return build_backbone(C.smoke().model).eval()
 
 
+def test_segment_davis_refuses_to_write_into_the_dataset(tmp_path, data_dir):
+    import shutil
+
+    root = Path(shutil.copytree(data_dir / "davis_sample" / "DAVIS", tmp_path / "DAVIS"))
+    (tmp_path / "link").symlink_to(root)
+    for out in (root, root / "results", tmp_path / "link" / "x"):
+        with pytest.raises(ValueError, match=r"out_dir .*: inside the DAVIS folder"):
+            segment_davis(vit(), root, out, SMALL, sequences=["blackswan"], progress=False)
+    assert not (root / "results").exists() and not (root / "blackswan").exists()
+
+
 def test_segment_davis_writes_palette_pngs_and_resumes(tmp_path, data_dir):
     root = data_dir / "davis_sample/DAVIS"
     done = segment_davis(vit(), root, tmp_path, SMALL, sequences=["car-shadow"], progress=False)

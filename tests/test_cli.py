@@ -282,6 +282,25 @@ def test_train_data_sources_that_cannot_work_leave_no_run_folder(tmp_path, capsy
     assert not out.exists()  # a typo in --data leaves no half-made run folder (a lock file, synthetic videos)
 
 
+def test_train_never_writes_into_its_video_folders(tmp_path, capsys):
+    import shutil
+
+    videos = Path(shutil.copytree(REPO / "data/videos", tmp_path / "videos"))
+    before = tree_digest(videos)
+    (tmp_path / "link").symlink_to(videos)
+    for out, extra in ((videos, []), (videos / "run", []), (videos / "cotracker_apple", []),
+                       (tmp_path / "link" / "run", []), (videos / "run", ["synthetic:1"])):
+        args = ["train", "--preset", "smoke", "--out", str(out), "--no-tensorboard", "--max-steps", "1",
+                "--data", str(videos), *extra]
+        assert main(args) == 2, out
+        err = capsys.readouterr().err.strip()
+        assert f"--out {out}: inside the --data folder" in err and len(err.splitlines()) == 1, err
+    assert main(["train", "--preset", "smoke", "--out", str(videos / "run"), "--no-tensorboard", "--max-steps", "1",
+                 "--data", str(REPO / "data/videos"), "--video-root", str(videos)]) == 2
+    assert "inside the --video-root folder" in capsys.readouterr().err
+    assert tree_digest(videos) == before
+
+
 def test_train_eval_every_without_eval_davis_is_an_error(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(train_args(out, "--eval-every", "5")) == 2

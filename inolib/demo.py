@@ -128,6 +128,7 @@ def run_demo(data_dir: str | Path = "data", out_dir: str | Path = "runs/demo", c
         sequences: DAVIS sequences to use (default: all of the sample).
     Returns ``{"jf": {method: global J&F row}, "report": Path}``.
     """
+    from .atomic import is_inside
     from .checkpoint import load_backbone, read_config
     from .evaluate import evaluate_davis
     from .model import build_backbone
@@ -143,6 +144,9 @@ def run_demo(data_dir: str | Path = "data", out_dir: str | Path = "runs/demo", c
     for need in (checkpoint, davis, data_dir / "videos"):
         if not need.exists():
             raise FileNotFoundError(f"demo: {need} not found (run from the repository root, or pass --data)")
+    if is_inside(out_dir, data_dir):
+        raise ValueError(f"--out {out_dir}: inside the --data folder {data_dir}, the demo's input; choose a folder "
+                         "outside it (default runs/demo)")
     shipped_cfg = read_config(checkpoint)
     prop = shipped_cfg.propagation if short_side is None else C.override(
         shipped_cfg, {"propagation.short_side": short_side}).propagation

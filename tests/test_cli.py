@@ -319,6 +319,20 @@ def test_train_and_demo_on_cuda_without_a_gpu_are_clear_errors(tmp_path, capsys)
     assert not (tmp_path / "run").exists() and not (tmp_path / "demo").exists()
 
 
+def test_demo_never_writes_into_its_data_folder(tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    for part in ("videos", "davis_sample", "checkpoints"):
+        shutil.copytree(REPO / "data" / part, data / part)
+    before = tree_digest(data)
+    for out in (data, data / "demo", data / "davis_sample" / "DAVIS"):
+        assert main(["demo", "--out", str(out), "--data", str(data)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"--out {out}: inside the --data folder" in err and len(err.splitlines()) == 1, err
+    assert tree_digest(data) == before
+
+
 def test_demo_with_a_bogus_device_is_a_clear_error(tmp_path, capsys):
     assert main(["demo", "--device", "bogus", "--out", str(tmp_path / "demo"), "--data", str(REPO / "data")]) == 2
     err = capsys.readouterr().err.strip()

@@ -149,16 +149,22 @@ class ClipDataset(Dataset):
         self.reduce_decode = reduce_decode
         self.videos: list[VideoInfo] = []
         self.index_skipped: list[tuple[str, str]] = list(index.skipped)
+        short = []
         for e in index.ok:
             n = e.num_resampled(crops.fps)
             if n >= crops.clip_len:
                 self.videos.append(e)
             else:
-                self.index_skipped.append(
-                    (e.path, f"too short: {n} frames at {crops.fps:g} fps, a clip needs {crops.clip_len}"))
+                short.append((e.path, f"too short: {n} frames at {crops.fps:g} fps, a clip needs {crops.clip_len}"))
+        self.index_skipped += short
         if not self.videos:
             raise ValueError(f"no usable video among {len(index)} files: "
                              + "; ".join(f"{p}: {r}" for p, r in self.index_skipped[:5]))
+        if short:  # the index warned about the files that do not open; these open but are too short
+            shown = "; ".join(f"{p}: {r}" for p, r in short[:20])
+            more = f" (and {len(short) - 20} more)" if len(short) > 20 else ""
+            warnings.warn(f"skipping {len(short)} of {len(index)} videos too short for one clip: {shown}{more}",
+                          stacklevel=2)
         self.num_starts = [v.num_resampled(crops.fps) - crops.clip_len + 1 for v in self.videos]
         self._bad: dict[int, str] = {}  # per process (each worker has its own copy)
 

@@ -192,7 +192,11 @@ def _pick_state(obj: Any, path: Path, key: str | None) -> tuple[dict, str]:
             raise ValueError(f"{path}: no network {key!r} in the checkpoint (it has {sorted(obj)[:10]})")
         return obj[key], key
     if obj.get("format") == FORMAT:
-        key = obj.get("config", {}).get("propagation", {}).get("checkpoint_key", "student")
+        key = _config_field(obj, "propagation", "checkpoint_key")
+        key = key if key in ("student", "teacher") else "student"
+        if not is_state(obj.get(key)):
+            raise ValueError(f"{path}: inolib checkpoint without a {key!r} network state dict (it has "
+                             f"{sorted(map(str, obj))[:10]})")
         return obj[key], key
     if is_state(obj):
         return obj, "bare state dict"
@@ -204,6 +208,14 @@ def _pick_state(obj: Any, path: Path, key: str | None) -> tuple[dict, str]:
         key = "student" if is_ino and "student" in nets else ("teacher" if "teacher" in nets else nets[0])
         return obj[key], key
     raise ValueError(f"{path}: no state dict found (keys {sorted(obj)[:10]})")
+
+
+def _config_field(obj: dict, section: str, field: str) -> Any:
+    """``obj["config"][section][field]`` of an inolib checkpoint, or None where any level is missing or not a
+    dict (a damaged or hostile file: the caller decides what that means)."""
+    part = obj.get("config")
+    part = part.get(section) if isinstance(part, dict) else None
+    return part.get(field) if isinstance(part, dict) else None
 
 
 def _clean(state: dict) -> tuple[dict, list[str]]:
@@ -233,6 +245,8 @@ def build_from_state(state: dict, path: str | Path = "<state>", num_heads: int |
     heads = num_heads or HEADS_BY_WIDTH.get(dim)
     if heads is None:
         raise ValueError(f"{path}: cannot tell the number of heads of a {dim}-wide ViT; pass num_heads")
+    if dim % heads:
+        raise ValueError(f"{path}: a {dim}-wide ViT cannot have {heads} heads (the width must divide by them)")
     qkv_bias = "blocks.0.attn.qkv.bias" in state
     return INOViT(patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads, qkv_bias=qkv_bias,
                   pos_embed_size=g * patch, pos_embed_resize="released")
@@ -241,7 +255,8 @@ def build_from_state(state: dict, path: str | Path = "<state>", num_heads: int |
 def load_backbone(path: str | Path, key: str | None = None, num_heads: int | None = None,
                   device: str | torch.device = "cpu", trust: bool = False) -> tuple[INOViT, dict]:
     """The backbone of a checkpoint (see the module docstring) and a report ``{"network", "format", ...}``; for an
-    inolib file the report also holds its ``"config"`` (:class:`INOConfig`) and training ``"step"`` (else None).
+    inolib file the report also holds its ``"config"`` (:class:`INOConfig`; None with a warning when it does not
+    parse) and training ``"step"`` (else None).
 
     The file is read with ``weights_only=True`` (:func:`read_checkpoint`); ``trust`` allows full unpickling."""
     path = Path(path)
@@ -254,7 +269,8 @@ def _backbone_from(obj: Any, path: Path, key: str | None, num_heads: int | None)
     state, network = _pick_state(obj, path, key)
     state, head_keys = _clean(state)
     if num_heads is None and isinstance(obj, dict) and obj.get("format") == FORMAT:
-        num_heads = obj["config"]["model"]["num_heads"]
+        heads = _config_field(obj, "model", "num_heads")
+        num_heads = heads if isinstance(heads, int) and not isinstance(heads, bool) and heads >= 1 else None
     vit = build_from_state(state, path, num_heads)
     own = vit.state_dict()
     unknown = sorted(set(state) - set(own))
@@ -272,9 +288,19 @@ def _backbone_from(obj: Any, path: Path, key: str | None, num_heads: int | None)
     report = {"network": network, "format": fmt, "patch_size": vit.patch_embed.patch_size[0],
               "embed_dim": vit.embed_dim, "depth": len(vit.blocks), "pos_table": vit.patch_embed.grid_size,
               "head_keys_ignored": len(head_keys), "mask_token": "mask_token" in state,
-              "config": _config_of(obj, path) if fmt == "inolib" else None,
+              "config": _config_or_warn(obj, path) if fmt == "inolib" else None,
               "step": obj.get("step") if fmt == "inolib" else None}
     return vit, report
+
+
+def _config_or_warn(obj: Any, path: Path) -> INOConfig | None:
+    """:func:`_config_of`, or None with a warning naming the file when its config does not parse (a file of
+    another inolib version, say): the weights alone are still usable for label propagation."""
+    try:
+        return _config_of(obj, path)
+    except ValueError as e:
+        warnings.warn(f"{e}; the weights are loaded without it", stacklevel=3)
+        return None
 
 
 def _config_of(obj: Any, path: Path) -> INOConfig:

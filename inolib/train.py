@@ -460,13 +460,18 @@ class Trainer:
             ck = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - truncated file, foreign pickle, ...
             raise ValueError(f"{path}: not a resumable inolib checkpoint ({str(e).splitlines()[0][:200]})") from None
+        if not isinstance(ck, dict):
+            raise ValueError(f"{path}: not a resumable inolib checkpoint (a {type(ck).__name__}, not a dict)")
         for key in ("student", "teacher", "optimizer", "criterion", "step", "rng"):
             if key not in ck:
                 raise ValueError(f"{path}: not a resumable inolib checkpoint (no {key!r})")
-        mine, theirs = self.cfg.to_dict(), ck.get("config", {})
+        mine, theirs = self.cfg.to_dict(), ck.get("config")
+        if not isinstance(theirs, dict):
+            raise ValueError(f"{path}: not a resumable inolib checkpoint (its 'config' is not a dict)")
+        section = lambda sec: theirs.get(sec) if isinstance(theirs.get(sec), dict) else {}  # noqa: E731
         diff = [f"{sec}.{k}" for sec in mine if isinstance(mine[sec], dict)
                 for k in mine[sec] if (sec, k) != ("optim", "num_workers")
-                and mine[sec][k] != theirs.get(sec, {}).get(k)]
+                and mine[sec][k] != section(sec).get(k)]
         if diff:
             raise ValueError(f"{path}: written with another configuration ({', '.join(diff[:8])} differ); "
                              "resume with the same flags, or start a new run (another --out, or --no-resume)")
@@ -474,15 +479,23 @@ class Trainer:
             raise ValueError(f"{path}: written with {ck.get('steps_per_epoch')} steps per epoch on "
                              f"{ck.get('world_size')} processes; this run has {self.steps_per_epoch} on "
                              f"{self.dist.world_size} (same data, batch size and process count are needed to resume)")
-        unwrap(self.student).load_state_dict(ck["student"])
-        self.teacher.load_state_dict(ck["teacher"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        if self.scaler is not None and ck.get("scaler"):
-            self.scaler.load_state_dict(ck["scaler"])
-        self.criterion.load_state_dict(ck["criterion"])
-        self.step = int(ck["step"])
-        self.skipped_steps = int(ck.get("skipped_steps", 0))
-        _set_rng_state(ck["rng"][self.dist.rank])
+        try:
+            step, skipped = int(ck["step"]), int(ck.get("skipped_steps", 0))
+            if step < 0 or skipped < 0:
+                raise ValueError(f"step {step} and skipped_steps {skipped} must be >= 0")
+            unwrap(self.student).load_state_dict(ck["student"])
+            self.teacher.load_state_dict(ck["teacher"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+            if self.scaler is not None and ck.get("scaler"):
+                self.scaler.load_state_dict(ck["scaler"])
+            self.criterion.load_state_dict(ck["criterion"])
+            _set_rng_state(ck["rng"][self.dist.rank])
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            # a damaged file; nothing was written, and the run stops here (start over with --no-resume)
+            reason = " ".join(str(e).split())[:200]
+            raise ValueError(f"{path}: not a resumable inolib checkpoint ({type(e).__name__}: {reason}); "
+                             "--no-resume starts over") from None
+        self.step, self.skipped_steps = step, skipped
         self.last_checkpoint = path
 
     # -- logging -------------------------------------------------------------------------------------

@@ -163,6 +163,33 @@ def test_resume_with_another_configuration_names_the_difference(tmp_path, data_d
         Trainer(small_cfg(), data_dir / "videos", run, progress=False, tensorboard=False)
 
 
+@pytest.fixture(scope="module")
+def one_step_checkpoint(tmp_path_factory, data_dir):
+    run = tmp_path_factory.mktemp("onestep") / "run"
+    tr = Trainer(small_cfg(), data_dir / "videos", run, progress=False, tensorboard=False, max_steps=1)
+    tr.fit()
+    return torch.load(run / "checkpoint.pth", weights_only=True)
+
+
+@pytest.mark.parametrize("damage,reason", [
+    (lambda ck: [1, 2], r"a list, not a dict"),
+    (lambda ck: {**ck, "config": [1]}, r"its 'config' is not a dict"),
+    (lambda ck: {**ck, "step": "x"}, r"ValueError: invalid literal"),
+    (lambda ck: {**ck, "step": -5}, r"step -5 and skipped_steps 0 must be >= 0"),
+    (lambda ck: {**ck, "rng": []}, r"IndexError"),
+    (lambda ck: {**ck, "student": {"a": torch.zeros(1)}}, r"RuntimeError: Error\(s\) in loading state_dict .*Missing"),
+    (lambda ck: {**ck, "optimizer": {"state": {}}}, r"(KeyError|ValueError)"),
+])
+def test_a_damaged_run_checkpoint_is_refused_naming_the_file(tmp_path, data_dir, one_step_checkpoint, damage, reason):
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(damage(dict(one_step_checkpoint)), run / "checkpoint.pth")
+    before = (run / "checkpoint.pth").read_bytes()
+    with pytest.raises(ValueError, match=r"checkpoint\.pth: not a resumable inolib checkpoint \(.*" + reason):
+        Trainer(small_cfg(), data_dir / "videos", run, progress=False, tensorboard=False)
+    assert (run / "checkpoint.pth").read_bytes() == before  # kept as it was: --no-resume is the user's choice
+
+
 def test_a_broken_video_is_skipped_with_its_name(tmp_path, data_dir):
     videos = tmp_path / "videos"
     videos.mkdir()

@@ -375,10 +375,22 @@ def load_network(path: str | Path, key: str = "student", device: str | torch.dev
     if not isinstance(obj, dict) or not isinstance(obj.get(f"{key}_head"), dict) or not isinstance(obj.get("center"), dict):
         raise ValueError(f"{path}: no {key} head or no loss centers in the file (export it with "
                          f"export_backbones(..., heads=True))")
-    head = build_head(_config_of(obj, path).model)
+    cfg = _config_of(obj, path)
+    head = build_head(cfg.model)
+    state = obj[f"{key}_head"]
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: the {key} head holds values that are not tensors")
     try:
-        head.load_state_dict({k: v.float() for k, v in obj[f"{key}_head"].items()})
+        head.load_state_dict({k: v.float() for k, v in state.items()})
     except RuntimeError as e:
-        raise ValueError(f"{path}: the {key} head does not fit the file's config: {e}") from None
+        raise ValueError(f"{path}: the {key} head does not fit the file's config: {' '.join(str(e).split())[:300]}") from None
+    K = cfg.model.head_out_dim
+    centers = {}
+    for name in ("cls", "patch"):
+        c = obj["center"].get(name)
+        if not isinstance(c, torch.Tensor) or tuple(c.shape) != (1, K) or not c.is_floating_point():
+            raise ValueError(f"{path}: loss center {name!r} must be a float (1, {K}) tensor, got "
+                             f"{tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__}")
+        centers[name] = c.float().to(device)
     net = INONetwork(vit, head).to(device).eval()
-    return net, {k: v.to(device) for k, v in obj["center"].items()}
+    return net, centers

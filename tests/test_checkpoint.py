@@ -313,3 +313,22 @@ def test_a_damaged_inolib_checkpoint_is_an_error_naming_the_file(tmp_path, damag
         warnings.simplefilter("ignore")  # an unparsable config also warns
         with pytest.raises(ValueError, match=r"damaged\.pth: " + message):
             load_backbone(tmp_path / "damaged.pth")
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda d: d.update(center={"cls": [1.0], "patch": "x"}), r"loss center 'cls' must be a float \(1, 1024\) tensor, got list"),
+    (lambda d: d["center"].pop("patch"), r"loss center 'patch' must be a float \(1, 1024\) tensor, got NoneType"),
+    (lambda d: d["center"].update(cls=torch.zeros(1, 7)), r"loss center 'cls' must be .* got \(1, 7\)"),
+    (lambda d: d.update(student_head={"a": "b"}), r"the student head holds values that are not tensors"),
+    (lambda d: d.update(student_head={"a": torch.zeros(1)}), r"the student head does not fit the file's config"),
+])
+def test_a_damaged_shipped_network_file_is_an_error_naming_it(tmp_path, damage, message):
+    from inolib.checkpoint import load_network
+    from inolib.nb import data_dir
+
+    obj = torch.load(data_dir() / "checkpoints" / "ino_tiny.pth", weights_only=True)
+    obj["center"] = dict(obj["center"])
+    damage(obj)
+    torch.save(obj, tmp_path / "damaged.pth")
+    with pytest.raises(ValueError, match=r"damaged\.pth: " + message):
+        load_network(tmp_path / "damaged.pth")

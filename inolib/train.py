@@ -389,18 +389,19 @@ class Trainer:
         """``sources`` checked before anything is written: each item becomes the video paths it names (a
         folder, a video, a list file: :func:`inolib.data.index.resolve_sources`) or, for ``"synthetic:N"``, the
         number N (its seeds checked). ``ValueError`` / ``FileNotFoundError`` naming the bad source; ValueError
-        when no video and no synthetic source remains, or when the run folder lies in a source folder or the
-        ``video_root`` (the user's videos: nothing is written there)."""
+        when no video and no synthetic source remains, or when the run folder lies in a source folder, the
+        ``video_root`` or the ``eval_davis`` folder (the user's data: nothing is written there)."""
         from .atomic import is_inside
         from .data.synthetic import check_training_seeds, parse_synthetic_source
 
         items = list(sources) if isinstance(sources, (list, tuple)) else [sources]
         inputs = [("--data", Path(s)) for s in items if isinstance(s, (str, Path)) and Path(s).is_dir()]
         inputs += [("--video-root", Path(video_root))] if video_root is not None else []
+        inputs += [("--eval-davis", Path(self.eval_davis))] if self.eval_davis is not None else []
         for flag, folder in inputs:
             if is_inside(self.out, folder):
                 raise ValueError(f"--out {self.out}: inside the {flag} folder {folder}; the run's checkpoints, logs "
-                                 "and synthetic videos must not be written among your videos: choose a folder "
+                                 "and synthetic videos must not be written among your data: choose a folder "
                                  "outside it")
         plan = []
         for item in items:

@@ -299,6 +299,12 @@ def test_train_never_writes_into_its_video_folders(tmp_path, capsys):
                  "--data", str(REPO / "data/videos"), "--video-root", str(videos)]) == 2
     assert "inside the --video-root folder" in capsys.readouterr().err
     assert tree_digest(videos) == before
+    davis = tiny_davis(tmp_path / "DAVIS")
+    before = tree_digest(davis)
+    assert main(["train", "--preset", "smoke", "--out", str(davis / "run"), "--no-tensorboard", "--max-steps", "1",
+                 "--data", str(REPO / "data/videos"), "--eval-davis", str(davis)]) == 2
+    assert "inside the --eval-davis folder" in capsys.readouterr().err
+    assert tree_digest(davis) == before
 
 
 def test_train_eval_every_without_eval_davis_is_an_error(tmp_path, capsys):

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..augment import MultiCrop
 from ..config import CropConfig
-from .index import VideoIndex, describe_change
+from .index import VideoIndex, describe_change, list_skipped
 from .video import VideoInfo, read_frames, resample_indices
 
 _MIX = 0x9E3779B97F4A7C15  # 64-bit golden ratio, mixes integers into seeds
@@ -161,10 +161,8 @@ class ClipDataset(Dataset):
             raise ValueError(f"no usable video among {len(index)} files: "
                              + "; ".join(f"{p}: {r}" for p, r in self.index_skipped[:5]))
         if short:  # the index warned about the files that do not open; these open but are too short
-            shown = "; ".join(f"{p}: {r}" for p, r in short[:20])
-            more = f" (and {len(short) - 20} more)" if len(short) > 20 else ""
-            warnings.warn(f"skipping {len(short)} of {len(index)} videos too short for one clip: {shown}{more}",
-                          stacklevel=2)
+            warnings.warn(f"skipping {len(short)} of {len(index)} videos too short for one clip: "
+                          f"{list_skipped(short)}", stacklevel=2)
         self.num_starts = [v.num_resampled(crops.fps) - crops.clip_len + 1 for v in self.videos]
         self._bad: dict[int, str] = {}  # per process (each worker has its own copy)
 

@@ -160,6 +160,12 @@ def resolve_sources(source: str | Path | list, root: str | Path | None = None) -
     return read_video_list(source, root)
 
 
+def list_skipped(skipped: list[tuple[str, str]], limit: int = 20) -> str:
+    """``"path: reason; path: reason (and N more)"``: the first ``limit`` skipped files of a warning."""
+    more = f" (and {len(skipped) - limit} more)" if len(skipped) > limit else ""
+    return "; ".join(f"{p}: {r}" for p, r in skipped[:limit]) + more
+
+
 class VideoIndex:
     """Probed metadata of a set of videos: ``entries`` (one :class:`VideoInfo` per path, in order)."""
 
@@ -206,9 +212,8 @@ class VideoIndex:
             index.save(cache_file)
         bad = index.skipped
         if bad:
-            shown = "; ".join(f"{p}: {r}" for p, r in bad[:20])
-            more = f" (and {len(bad) - 20} more)" if len(bad) > 20 else ""
-            warnings.warn(f"video index: skipping {len(bad)} of {len(entries)} files: {shown}{more}", stacklevel=2)
+            warnings.warn(f"video index: skipping {len(bad)} of {len(entries)} files: {list_skipped(bad)}",
+                          stacklevel=2)
         return index
 
     def save(self, cache_file: str | Path) -> None:

@@ -371,11 +371,11 @@ def load_network(path: str | Path, key: str = "student", device: str | torch.dev
         raise ValueError(f"key must be 'student' or 'teacher', got {key!r}")
     path = Path(path)
     obj = read_checkpoint(path)
-    vit, _ = _backbone_from(obj, path, key, None)
+    vit, report = _backbone_from(obj, path, key, None)
     if not isinstance(obj, dict) or not isinstance(obj.get(f"{key}_head"), dict) or not isinstance(obj.get("center"), dict):
         raise ValueError(f"{path}: no {key} head or no loss centers in the file (export it with "
                          f"export_backbones(..., heads=True))")
-    cfg = _config_of(obj, path)
+    cfg = report["config"] or _config_of(obj, path)  # parsed with the backbone; None: the head needs it, so raise
     head = build_head(cfg.model)
     state = obj[f"{key}_head"]
     if not all(isinstance(v, torch.Tensor) for v in state.values()):

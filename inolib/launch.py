@@ -4,7 +4,7 @@
     run_size(cfg, num_videos, world_size)              clips, steps per epoch, total steps, peak lr of that run
     state_bytes(cfg.model)                             weights, gradients, AdamW moments and teacher per GPU
     activation_bytes(cfg, batch_size=1)                bytes autograd keeps for backward in one step (measured)
-    launch_local(argv, nproc, log_dir)                 ``ino ARGV`` in nproc forked processes with torchrun's
+    launch_local(argv, nproc, log_dir)                 ``ino ARGV`` in nproc fresh interpreters with torchrun's
                                                        environment (gloo on a CPU): a DDP rehearsal
 
 Everything here reads the same code the run uses (:class:`inolib.data.clips.ClipSampler` for the split of clips,
@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import os
 import shlex
-import signal
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import fields
@@ -186,83 +186,53 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _plain_progress_bars() -> None:
-    """In a forked worker: text progress bars instead of notebook widgets (a widget would send its updates through
-    the parent kernel's channels, which belong to the parent)."""
-    try:
-        from tqdm import std
-        from tqdm.notebook import tqdm as widget_bar
-    except ImportError:  # no notebook support installed: bars are text already
-        return
-    for module in list(sys.modules.values()):
-        try:
-            bar = getattr(module, "tqdm", None)
-            if isinstance(bar, type) and issubclass(bar, widget_bar):  # tqdm.auto's class is a subclass
-                module.tqdm = std.tqdm
-        except Exception:  # noqa: BLE001 - a module with an unusual __getattr__ is left alone
-            continue
+def worker_env(rank: int, nproc: int, port: int, base: dict | None = None) -> dict:
+    """The environment ``torchrun --standalone --nproc_per_node NPROC`` gives worker ``rank``: ``RANK``,
+    ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``GROUP_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``, and
+    torchrun's ``OMP_NUM_THREADS=1`` for several workers unless ``base`` sets it. ``base`` defaults to this
+    process's environment; ``PYTHONPATH`` gains the folder this ``inolib`` was imported from, so the worker runs
+    the same code even where the package is not installed."""
+    env = dict(os.environ if base is None else base)
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc),
+               GROUP_RANK="0", RANK=str(rank), LOCAL_RANK=str(rank), PYTHONUNBUFFERED="1")
+    if nproc > 1:
+        env.setdefault("OMP_NUM_THREADS", "1")
+    here = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def launch_local(argv: list[str], nproc: int, log_dir: str | Path, timeout: float = 300.0) -> list[int]:
     """Run ``ino ARGV`` (e.g. ``["train", "--preset", "smoke", ...]``) in ``nproc`` processes on this machine,
-    each with the environment ``torchrun --standalone --nproc_per_node NPROC`` gives its workers (``RANK``,
-    ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``): the same process group, DDP and logging
-    code, gloo on a CPU.
+    each a fresh Python interpreter with the environment torchrun gives its workers (:func:`worker_env`): the same
+    process group, DDP and logging code, gloo on a CPU. A rehearsal of a multi-GPU run; use ``torchrun`` itself for
+    real runs.
 
-    The processes are forked from this one, so nothing is imported again (seconds instead of torchrun's fresh
-    interpreters); use ``torchrun`` itself for real runs. Each writes its output to ``log_dir/rank<i>.log``.
-    Returns the exit codes, rank order; processes still running after ``timeout`` seconds are killed (-9).
+    The workers are new interpreters (``python -m inolib ARGV``), never forks of this process: a fork of a process
+    that already runs threads (a notebook kernel, torch's thread pool) can wait forever on a lock one of those
+    threads held. Each worker writes its output to ``log_dir/rank<i>.log``. Returns the exit codes in rank order;
+    workers still running after ``timeout`` seconds, or when this call is interrupted, are killed (code -9).
     """
-    if not isinstance(nproc, int) or nproc < 1:
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
         raise ValueError(f"nproc must be a whole number >= 1, got {nproc!r}")
-    if not hasattr(os, "fork"):
-        raise OSError("launch_local needs os.fork (Linux or macOS); run torchrun instead")
+    if isinstance(argv, (str, bytes)) or not all(isinstance(a, str) for a in argv):
+        raise ValueError(f"argv must be a list of strings, got {argv!r}")
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(nproc),
-           "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0"}
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pids = []
-    for rank in range(nproc):
-        pid = os.fork()
-        if pid == 0:  # the worker: its own output file, torchrun's variables, then ino ARGV
-            code = 1
-            try:
-                out = open(log_dir / f"rank{rank}.log", "w", buffering=1)
-                os.dup2(out.fileno(), 1)
-                os.dup2(out.fileno(), 2)
-                sys.stdout = sys.stderr = out
-                _plain_progress_bars()
-                os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank))
-                from .cli import main
-
-                code = main(list(argv))
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
-            except BaseException:  # noqa: BLE001 - reported in the worker's log, then the worker ends
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                os._exit(int(code))  # never return into the parent's code (a notebook kernel, a test)
-        pids.append(pid)
-    codes: dict[int, int] = {}
-    deadline = time.monotonic() + timeout
-    while len(codes) < nproc:
-        for pid in pids:
-            if pid in codes:
-                continue
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                codes[pid] = os.waitstatus_to_exitcode(status)
-        if len(codes) < nproc:
-            if time.monotonic() > deadline:
-                for pid in pids:
-                    if pid not in codes:
-                        os.kill(pid, signal.SIGKILL)
-                        os.waitpid(pid, 0)
-                        codes[pid] = -9
+    port = _free_port()
+    procs: list[subprocess.Popen] = []
+    try:
+        for rank in range(nproc):
+            with open(log_dir / f"rank{rank}.log", "wb") as log:  # the child holds its own copy of the descriptor
+                procs.append(subprocess.Popen([sys.executable, "-m", "inolib", *argv], stdout=log,
+                                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                              env=worker_env(rank, nproc, port)))
+        deadline = time.monotonic() + timeout
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
             time.sleep(0.05)
-    return [codes[p] for p in pids]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    return [p.returncode for p in procs]

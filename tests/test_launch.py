@@ -93,3 +93,46 @@ def test_an_interrupt_drill_checkpoints_after_that_step(tmp_path, data_dir):
         with faults.interrupt(tr, at_step=3):
             tr.fit()
     assert Trainer(C.smoke(), data_dir / "videos", tmp_path, progress=False, tensorboard=False).step == 3
+
+
+def test_launch_local_from_a_process_running_threads(tmp_path, data_dir):
+    """The rehearsal started from a process whose torch thread pool and other threads are running (a notebook
+    kernel) finishes: workers are fresh interpreters, not forks that could wait on a lock held by a thread."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import threading, time, torch
+        torch.set_num_threads(4)
+        x = torch.randn(512, 512)
+        for _ in range(5):
+            x = (x @ x).tanh()  # warm the OpenMP pool
+        stop = threading.Event()
+        def busy():  # a thread that keeps running, as ipykernel's do
+            while not stop.is_set():
+                torch.randn(256, 256) @ torch.randn(256, 256)
+        t = threading.Thread(target=busy, daemon=True)
+        t.start()
+        from inolib import launch
+        argv = ["train", "--preset", "smoke", "--data", {str(data_dir / "videos")!r}, "--out", {str(tmp_path / "run")!r},
+                "--max-steps", "1", "--no-tensorboard", "--optim.batch_size_per_gpu", "1", "--optim.num_workers", "0"]
+        codes = launch.launch_local(argv, 2, {str(tmp_path / "logs")!r}, timeout=150)
+        stop.set()
+        print("codes", codes)
+    """)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240, env=env)
+    assert "codes [0, 0]" in out.stdout, (out.stdout[-2000:], out.stderr[-2000:],
+                                          (tmp_path / "logs" / "rank0.log").read_text()[-2000:])
+    assert torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=True)["world_size"] == 2
+
+
+def test_worker_env_is_torchruns():
+    env = launch.worker_env(1, 2, 12345, base={"PATH": "/bin"})
+    assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"], env["MASTER_PORT"]) == ("1", "1", "2", "12345")
+    assert env["OMP_NUM_THREADS"] == "1" and env["PATH"] == "/bin"
+    assert launch.worker_env(0, 2, 1, base={"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"  # the user's choice
+    assert "OMP_NUM_THREADS" not in launch.worker_env(0, 1, 1, base={})
+    with pytest.raises(ValueError, match="argv"):
+        launch.launch_local("train --preset smoke", 2, "unused")

@@ -80,3 +80,34 @@ def test_decoder_and_torch_matmul_live_together(data_dir):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, f"rc {r.returncode}: {r.stderr[-1500:]}"
     assert r.stdout.strip() == "True"
+
+
+def test_a_decoder_that_cannot_scale_falls_back_to_resizing_here(monkeypatch, data_dir):
+    """decord2 3.4.0 fails to scale some videos to some sizes (144x108 from 340x256: 'Check failed: from_size ==
+    to_size'); read_frames then decodes at the video's size and resizes, instead of calling the video broken."""
+    import decord
+
+    from inolib.data import video
+
+    class Picky:  # the real reader, failing at any requested size as the broken scaler does
+        def __init__(self, path, num_threads=1, **kw):
+            if kw:
+                raise RuntimeError("Check failed: from_size == to_size (62208 vs. 46656)")
+            self.vr = decord.VideoReader(path, num_threads=num_threads)
+
+        def __len__(self):
+            return len(self.vr)
+
+        def get_batch(self, idx):
+            return self.vr.get_batch(idx)
+
+    monkeypatch.setattr(video, "_import_decord", lambda: type("D", (), {"VideoReader": Picky}))
+    path = data_dir / "videos/kinetics400_mmaction2/demo_arm_wrestling.mp4"
+    small = video.read_frames(path, [0, 9], size=(144, 108))
+    full = video.read_frames(path, [0, 9])
+    assert small.shape == (2, 3, 108, 144) and small.dtype == torch.uint8 and full.shape == (2, 3, 256, 340)
+    ref = video.resize_frames(full, 108, 144)
+    assert torch.equal(small, ref)
+    assert (small.float().mean() - full.float().mean()).abs() < 2  # the same picture, smaller
+    with pytest.raises(ValueError, match="demo_arm_wrestling.mp4: frame index out of range"):
+        video.read_frames(path, [10_000], size=(144, 108))

@@ -119,31 +119,56 @@ def probe_video(path: str | Path) -> VideoInfo:
     return info
 
 
+def _decode(decord, path: Path, idx: list[int], kw: dict) -> np.ndarray:
+    """uint8 (T, H, W, 3) frames ``idx`` of ``path`` from a fresh one-thread reader (released on return)."""
+    vr = decord.VideoReader(str(path), num_threads=1, **kw)
+    try:
+        if idx and (min(idx) < 0 or max(idx) >= len(vr)):
+            raise ValueError(f"{path}: frame index out of range 0..{len(vr) - 1}")
+        return vr.get_batch(idx).asnumpy()
+    finally:
+        del vr
+
+
 def read_frames(path: str | Path, indices: list[int] | torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
     """Decode only the frames ``indices`` of a video: uint8 (T, 3, H, W).
 
-    ``size=(width, height)`` makes the decoder output smaller frames directly. Opens one reader with one
-    decoding thread and releases it. Raises ``ValueError`` naming the file if decoding fails.
+    ``size=(width, height)`` makes the decoder output smaller frames directly. Where the decoder cannot scale to
+    that size (decord2 3.4.0 fails at some sizes, e.g. 144x108 from 340x256), the frames are decoded at their own
+    size and resized here (antialiased bilinear). Raises ``ValueError`` naming the file if decoding fails.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video not found: {path}")
     decord = _import_decord()
     idx = [int(i) for i in indices]
-    vr = None
+    kw = dict(width=int(size[0]), height=int(size[1])) if size is not None else {}
     try:
-        kw = dict(width=int(size[0]), height=int(size[1])) if size is not None else {}
-        vr = decord.VideoReader(str(path), num_threads=1, **kw)
-        if idx and (min(idx) < 0 or max(idx) >= len(vr)):
-            raise ValueError(f"{path}: frame index out of range 0..{len(vr) - 1}")
-        frames = vr.get_batch(idx).asnumpy()  # (T, H, W, 3)
+        frames = _decode(decord, path, idx, kw)
     except ValueError:
         raise
     except Exception as e:
-        raise ValueError(f"{path}: cannot decode video ({_first_line(e)})") from e
-    finally:
-        del vr
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
+        if not kw:
+            raise ValueError(f"{path}: cannot decode video ({_first_line(e)})") from e
+        try:  # the decoder's scaler failed: decode at the video's own size, resize here
+            frames = _decode(decord, path, idx, {})
+        except ValueError:
+            raise
+        except Exception:
+            raise ValueError(f"{path}: cannot decode video ({_first_line(e)})") from e
+        return resize_frames(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2), kw["height"],
+                             kw["width"])
+    out = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
+    if kw and out.shape[-2:] != (kw["height"], kw["width"]):  # a decoder that ignored the size
+        out = resize_frames(out, kw["height"], kw["width"])
+    return out
+
+
+def resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 (T, 3, H, W) -> uint8 (T, 3, height, width), antialiased bilinear, rounded."""
+    x = torch.nn.functional.interpolate(frames.float(), size=(height, width), mode="bilinear", align_corners=False,
+                                        antialias=True)
+    return x.round_().clamp_(0, 255).to(torch.uint8).contiguous()
 
 
 def read_clip(path: str | Path, num_frames: int = 4, fps: float = 8.0, start: int = 0) -> torch.Tensor:

@@ -51,7 +51,7 @@ lab: $(STAMP)
 # contents page: build/book/index.html. BOOK_MODE=smoke for a quick look, BOOK_MODE=paper on a GPU.
 BOOK_MODE ?= laptop
 book: $(STAMP)
-	$(PY) -m inolib.book --notebooks notebooks --out build/book --mode $(BOOK_MODE)
+	$(PY) -m inolib.course.book --notebooks notebooks --out build/book --mode $(BOOK_MODE)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

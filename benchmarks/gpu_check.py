@@ -13,8 +13,8 @@ traceback, and the run goes on; the whole run stops starting stages at ``--deadl
     env          the machine, torch / CUDA / cuDNN versions, the packages the later stages need
     train_step   ViT-S/8 at the paper's shapes (4 clips, L = 4, 224 px globals, 8 locals of 64 px, K = 4096, a
                  masked step): clips/s, peak memory and where the time goes (forward, backward, optimizer, EMA)
-                 of inolib's ``train_step`` in bf16 and fp16 and of the released step (benchmarks/released_step.py)
-    propagation  label propagation at 480p (60x106 grid) and at the 1152-wide "shooting" size: inolib.propagate
+                 of inolib's ``train_step`` in bf16 and fp16 and of the released step (inolib/released/step.py)
+    propagation  label propagation at 480p (60x106 grid) and at the 1152-wide "shooting" size: inolib.vos.propagation
                  against the released kernel (tests/test_propagate.py), identical labels checked
     davis        ``ino propagate`` + ``ino evaluate`` on the bundled DAVIS sample with a random-init ViT-S/8,
                  extrapolated to DAVIS-2017 val (30 sequences, 1,999 frames)
@@ -52,7 +52,7 @@ from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-for _p in (REPO, REPO / "benchmarks", REPO / "tests"):
+for _p in (REPO, REPO / "benchmarks"):  # inolib without an install (a GPU machine has no registry), gpu_runner
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
@@ -64,18 +64,18 @@ from inolib import config as C  # noqa: E402
 from inolib.losses import INOLoss  # noqa: E402
 from inolib.masking import random_mask  # noqa: E402
 from inolib.model import build_backbone, build_network  # noqa: E402
-from inolib.propagate import FrameSize, labels_to_grid, propagate, window_mask  # noqa: E402
+from inolib.vos.propagation import FrameSize, labels_to_grid, propagate, window_mask  # noqa: E402
 from inolib.schedules import param_groups  # noqa: E402
-from inolib.segment import extract_features  # noqa: E402
+from inolib.vos.segment import extract_features  # noqa: E402
 from inolib.teacher import make_teacher  # noqa: E402
 import inolib.cli  # noqa: E402
-import inolib.train  # noqa: E402
+import inolib.run.trainer  # noqa: E402
 from inolib.data import list_davis_sequences, read_davis_sequence  # noqa: E402
 
 from gpu_runner import (GIB, NA, Ctx, Phases, StageResult, fmt, kill_tree, ratio_str, render,  # noqa: E402
                         run_notebook, run_stage)
-from released_step import ReleasedLosses, released_train_step  # noqa: E402
-from test_propagate import released_video  # noqa: E402  (the released kernel the tests check against)
+from inolib.released.propagation import released_video  # noqa: E402  (the released kernel the tests check against)
+from inolib.released.step import ReleasedLosses, released_train_step  # noqa: E402
 
 for _mod in ("ipykernel.kernelspec", "jupyter_client.manager", "nbclient", "nbformat"):  # the lessons' runner
     with contextlib.suppress(ImportError):  # a missing one is reported by the lesson stages
@@ -147,9 +147,9 @@ def make_settings(dry: bool, device: str | None, deadline: float | None) -> Sett
 
 @contextlib.contextmanager
 def ours_phase_marks(optimizer, scaler, phases: Phases):
-    """Phase marks inside ``inolib.train.train_step`` without changing it: the forward ends where it zeroes the
+    """Phase marks inside ``inolib.run.trainer.train_step`` without changing it: the forward ends where it zeroes the
     gradients, the backward where it unscales (fp16) or clips, the optimizer where the EMA starts."""
-    tr = inolib.train
+    tr = inolib.run.trainer
     orig = (optimizer.zero_grad, tr.clip_gradients, tr.ema_update, scaler.unscale_ if scaler else None)
 
     def zero_grad(*a, **k):
@@ -256,11 +256,11 @@ def _build_step(ctx: Ctx, cfg, who: str, amp: str, compile_blocks: bool = False)
         def step(batch, phases: Phases | None):
             g, l, mask = batch
             if phases is None:
-                return inolib.train.train_step(student, teacher, crit, opt, g, l, mask, momentum=0.996,
+                return inolib.run.trainer.train_step(student, teacher, crit, opt, g, l, mask, momentum=0.996,
                                                clip_grad=3.0, amp_dtype=dtype, scaler=scaler, as_tensors=True)
             with ours_phase_marks(opt, scaler, phases):
                 phases.start()
-                return inolib.train.train_step(student, teacher, crit, opt, g, l, mask, momentum=0.996,
+                return inolib.run.trainer.train_step(student, teacher, crit, opt, g, l, mask, momentum=0.996,
                                                clip_grad=3.0, amp_dtype=dtype, scaler=scaler, as_tensors=True)
     else:
         losses = ReleasedLosses(K).to(dev)
@@ -392,7 +392,7 @@ def stage_compile(ctx: Ctx) -> None:
 
 
 def _propagation_case(ctx: Ctx, vit, cfg, seq, frames: torch.Tensor, mask0: torch.Tensor, label: str) -> None:
-    """One frame size: features, then inolib.propagate and the released kernel on the same features."""
+    """One frame size: features, then inolib.vos.propagation and the released kernel on the same features."""
     s, dev, clock, p = ctx.s, ctx.device, ctx.clock, cfg.propagation
     T, H, W = frames.shape[0], *frames.shape[-2:]
     size = FrameSize.for_frame(H, W, p.short_side, cfg.model.patch_size)

@@ -4,7 +4,7 @@
 
 The GPU machine's image (the device tool's KINDS.md, read 2026-11-17) has Python 3.12 with torch, torchvision, timm,
 numpy, matplotlib, tqdm, tensorboard and psutil, but not decord2 (the training videos), nbclient / ipykernel (the
-lessons) or ipywidgets (the lessons import inolib.widgets). This script takes the versions installed in this
+lessons) or ipywidgets (the lessons import inolib.course.widgets). This script takes the versions installed in this
 environment (the ones the tests ran with) of those packages and of every dependency the image does not have, and
 downloads their wheels for CPython 3.12 on x86_64 Linux. timm is carried too: inolib needs timm 1.0.x and the image's
 version is not known. On the GPU machine, in the repository root:

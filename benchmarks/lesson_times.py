@@ -33,7 +33,7 @@ def time_lesson(path: Path, threads: int) -> tuple[float, bool, str]:
 
 
 def main() -> None:
-    from inolib.book import list_lessons
+    from inolib.course.book import list_lessons
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--notebooks", default=str(REPO / "notebooks"))

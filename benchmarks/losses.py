@@ -11,16 +11,12 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_losses import released_aff, released_mim, released_out  # noqa: E402
-
-from inolib.losses import aff_loss, g2g_loss, l2g_loss, mim_loss  # noqa: E402
+from inolib.losses import aff_loss, g2g_loss, l2g_loss, mim_loss
+from inolib.released.losses import released_aff, released_mim, released_out
 
 
 def bench(fn, device, repeats):

@@ -11,21 +11,18 @@ from __future__ import annotations
 import argparse
 import platform
 import resource
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_propagate import released_video  # noqa: E402  (the transcription the tests check against)
-
 from inolib import config as C  # noqa: E402
 from inolib.data import read_davis_sequence  # noqa: E402
 from inolib.model import build_backbone  # noqa: E402
-from inolib.propagate import PROTOCOLS, FrameSize, labels_to_grid, propagate, window_mask  # noqa: E402
-from inolib.segment import extract_features  # noqa: E402
+from inolib.released.propagation import released_video  # noqa: E402
+from inolib.vos.propagation import PROTOCOLS, FrameSize, labels_to_grid, propagate, window_mask  # noqa: E402
+from inolib.vos.segment import extract_features  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,7 +54,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2, help="frames per feature-extraction batch")
     ap.add_argument("--skip-released", action="store_true")
     ap.add_argument("--protocol", default="ino", choices=["ino", "ino_ytvos", "dino"],
-                    help="k / context / radius of inolib.propagate.PROTOCOLS (the transcription covers these)")
+                    help="k / context / radius of inolib.vos.propagation.PROTOCOLS (the transcription covers these)")
     ap.add_argument("--width", type=int, default=None,
                     help="stretch the frames to this width (e.g. 1152: DAVIS 'shooting', dino issue 98)")
     args = ap.parse_args()

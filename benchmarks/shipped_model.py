@@ -3,8 +3,8 @@
     python benchmarks/shipped_model.py [--checkpoint data/checkpoints/ino_tiny.pth] [--short-sides 160 240 320]
 
 For each propagation short side: the checkpoint's student and teacher, a random initialisation of the same network
-(seed 0), raw pixels (``inolib.baselines.PixelFeatures``) and "copy frame 0" (the first mask repeated, a tracker
-that never moves), scored with the official J&F protocol through ``inolib.validation.davis_jf`` (the pipeline of
+(seed 0), raw pixels (``inolib.vos.baselines.PixelFeatures``) and "copy frame 0" (the first mask repeated, a tracker
+that never moves), scored with the official J&F protocol through ``inolib.vos.validation.davis_jf`` (the pipeline of
 ``ino propagate`` + ``ino evaluate``). The held-out synthetic sequences use seeds training never uses
 (``inolib.data.synthetic.HELD_OUT_SEED``). Prints a Markdown table; asserts nothing.
 """
@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 
 from inolib import config as C
-from inolib.baselines import PixelFeatures
+from inolib.vos.baselines import PixelFeatures
 from inolib.checkpoint import load_backbone, read_config
 from inolib.data.synthetic import HARD_SCENE, write_held_out_davis
-from inolib.evaluate import _global_results, evaluate_sequence, object_statistics
+from inolib.vos.metrics import _global_results, evaluate_sequence, object_statistics
 from inolib.model import build_backbone
-from inolib.validation import davis_jf, load_davis_for_validation
+from inolib.vos.validation import davis_jf, load_davis_for_validation
 
 REPO = Path(__file__).resolve().parents[1]
 

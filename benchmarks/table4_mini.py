@@ -70,7 +70,7 @@ def evaluate(run: Path, davis: list, held_out: list, device: str) -> dict:
     """The run's step count and its student's J&F-Mean on ``davis`` and ``held_out``, with the run's propagation
     settings."""
     from inolib.checkpoint import load_backbone
-    from inolib.validation import davis_jf
+    from inolib.vos.validation import davis_jf
 
     vit, report = load_backbone(run / "checkpoint.pth", key="student", device=device)
     cfg = report["config"]
@@ -137,7 +137,7 @@ def main() -> None:
     from inolib import config as C
     from inolib.atomic import atomic_write_text
     from inolib.data.synthetic import HARD_SCENE, write_held_out_davis
-    from inolib.validation import load_davis_for_validation
+    from inolib.vos.validation import load_davis_for_validation
 
     out.mkdir(parents=True, exist_ok=True)
     cfg = C.smoke() if args.dry else C.tiny()

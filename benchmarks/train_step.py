@@ -22,7 +22,7 @@ from inolib.losses import INOLoss
 from inolib.masking import random_mask
 from inolib.model import build_network, count_parameters
 from inolib.teacher import make_teacher
-from inolib.train import clip_gradients
+from inolib.run.trainer import clip_gradients
 
 
 def _sync(device: torch.device) -> None:
@@ -98,7 +98,7 @@ def main() -> None:
         h_rel = _time(lambda: student.head(x_rel), dev, args.repeats)
 
     # Gradient clipping at 3.0 per parameter tensor: the released loop (one norm and one scale per tensor)
-    # against inolib.train.clip_gradients (multi-tensor norms and scales), on this model's gradients.
+    # against inolib.run.trainer.clip_gradients (multi-tensor norms and scales), on this model's gradients.
     backward(True)
     params = [p for p in student.parameters() if p.grad is not None]
     saved = [p.grad.clone() for p in params]

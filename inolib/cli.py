@@ -81,7 +81,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"python {platform.python_version()} ({platform.machine()}, {platform.system()})")
     for dist in ("torch", "torchvision", "timm", "numpy", "matplotlib", "ipywidgets", "jupyterlab"):
         print(f"  {dist:<12} {_version(dist)}")
-    from .nb import decoder_version
+    from .course.notebook import decoder_version
 
     print(f"  {'decoder':<12} {decoder_version() or 'none (pip install decord2)'}")
     if torch.cuda.is_available():
@@ -109,7 +109,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo, run_tour
+    from .course.demo import run_demo, run_tour
 
     _check_device(args.device)  # before any work
     if args.tour:
@@ -198,8 +198,9 @@ def _path_free(path, folder: bool, flag: str) -> None:
 def cmd_propagate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .segment import (VideoSequence, check_propagation_config, iter_segment_sequence, segment_davis,
-                          write_ids_png, write_overlay_gif, write_sequence)
+    from .data.user_video import VideoSequence
+    from .vos.segment import check_propagation_config, iter_segment_sequence, segment_davis, write_sequence
+    from .vos.writers import write_ids_png, write_overlay_gif
 
     base = None
     if args.preset is None and args.checkpoint != "random":  # an inolib checkpoint brings its own settings
@@ -214,7 +215,7 @@ def cmd_propagate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     # inputs and outputs are checked before any computation
     if args.davis:
-        from .data.vos import list_davis_sequences
+        from .data.vos_datasets import list_davis_sequences
 
         root = Path(args.davis)
         # the dataset folder is the user's input: nothing is written into it (its ground truth least of all)
@@ -222,7 +223,7 @@ def cmd_propagate(args: argparse.Namespace) -> int:
         names = args.sequences or list_davis_sequences(root, args.split or "val")
         targets = [out / n for n in names]
     elif args.ytvos:
-        from .data.vos import list_ytvos_videos
+        from .data.vos_datasets import list_ytvos_videos
 
         root, split = Path(args.ytvos), args.split or "valid"
         # every split folder of the root (valid, train, test) holds ground truth
@@ -256,7 +257,7 @@ def cmd_propagate(args: argparse.Namespace) -> int:
                              device=args.device, resume=args.resume)
         print(f"wrote {len(done)} sequences to {out}")
     elif args.ytvos:
-        from .data.vos import read_ytvos_sequence
+        from .data.vos_datasets import read_ytvos_sequence
         from tqdm.auto import tqdm
 
         for name in tqdm(names, desc="videos", unit="video"):
@@ -280,8 +281,8 @@ def cmd_propagate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .distributed import cleanup
-    from .runlock import RunFolderBusy
-    from .train import TrainingInterrupted
+    from .run.lock import RunFolderBusy
+    from .run.trainer import TrainingInterrupted
 
     try:
         return _train(args)
@@ -296,7 +297,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import Trainer, check_run_args
+    from .run.trainer import Trainer, check_run_args
 
     # every flag is checked before any work: no folder made, no video indexed, no model built
     cfg = C.validate(config_from_args(args))
@@ -334,7 +335,7 @@ def _train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .evaluate import evaluate_davis, format_table, write_tables
+    from .vos.metrics import evaluate_davis, format_table, write_tables
 
     results, root = Path(args.results), Path(args.davis)
     _refuse_inside(results, [root / "Annotations", root / "JPEGImages"], "--results", "the results and score tables")

@@ -5,7 +5,7 @@ import json
 import nbformat
 import pytest
 
-from inolib.book import build_book, lesson_title, list_lessons
+from inolib.course.book import build_book, lesson_title, list_lessons
 
 
 def _lesson(path, title, code):

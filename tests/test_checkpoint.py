@@ -284,7 +284,7 @@ def test_exported_heads_rebuild_the_whole_network(tmp_path):
 
 
 def test_the_shipped_heads_match_the_shipped_backbones():
-    from inolib import nb
+    from inolib.course import notebook as nb
 
     net, centers, rnd = nb.load_shipped_network("cpu", network="teacher")
     vit = nb.load_shipped("cpu", network="teacher")[0]
@@ -324,7 +324,7 @@ def test_a_damaged_inolib_checkpoint_is_an_error_naming_the_file(tmp_path, damag
 ])
 def test_a_damaged_shipped_network_file_is_an_error_naming_it(tmp_path, damage, message):
     from inolib.checkpoint import load_network
-    from inolib.nb import data_dir
+    from inolib.course.notebook import data_dir
 
     obj = torch.load(data_dir() / "checkpoints" / "ino_tiny.pth", weights_only=True)
     obj["center"] = dict(obj["center"])

@@ -136,8 +136,8 @@ def test_a_malicious_checkpoint_does_not_run_from_the_command_line(tmp_path, cap
 
 
 def test_outputs_are_checked_before_any_computation(tmp_path, capsys, monkeypatch):
-    import inolib.evaluate
-    import inolib.segment
+    import inolib.vos.metrics
+    import inolib.vos.segment
 
     davis = tiny_davis(tmp_path / "DAVIS")
     (tmp_path / "afile").write_text("x")
@@ -145,8 +145,8 @@ def test_outputs_are_checked_before_any_computation(tmp_path, capsys, monkeypatc
     def never(*a, **kw):
         raise AssertionError("computed before checking the outputs")
 
-    monkeypatch.setattr(inolib.segment, "segment_davis", never)
-    monkeypatch.setattr(inolib.evaluate, "evaluate_davis", never)
+    monkeypatch.setattr(inolib.vos.segment, "segment_davis", never)
+    monkeypatch.setattr(inolib.vos.metrics, "evaluate_davis", never)
     for out, match in ((tmp_path / "afile", "afile.*not a folder"), (tmp_path / "afile" / "sub", "afile"),
                        (tmp_path / "o1", "synthetic.*file")):
         if out.name == "o1":
@@ -167,12 +167,12 @@ def test_outputs_are_checked_before_any_computation(tmp_path, capsys, monkeypatc
 
 
 def test_os_errors_are_one_line_naming_the_path(tmp_path, capsys, monkeypatch):
-    import inolib.segment
+    import inolib.vos.segment
 
     def denied(*a, **kw):
         raise PermissionError(13, "Permission denied", str(tmp_path / "out" / "synthetic" / "00003.png"))
 
-    monkeypatch.setattr(inolib.segment, "segment_davis", denied)
+    monkeypatch.setattr(inolib.vos.segment, "segment_davis", denied)
     assert main(propagate_args(tiny_davis(tmp_path / "DAVIS"), tmp_path / "out")) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "00003.png" in err and "Permission denied" in err
@@ -215,7 +215,7 @@ def test_propagate_takes_an_inolib_checkpoint_s_own_settings(tmp_path, data_dir,
     from inolib import config as C
     from inolib.cli import main
     from inolib.data.synthetic import make_synthetic_video, write_davis_layout
-    from inolib.train import Trainer
+    from inolib.run.trainer import Trainer
 
     tr = Trainer(C.override(C.smoke(), {"propagation.short_side": "64", "propagation.feature_block": "1"}),
                  [data_dir / "videos"], tmp_path / "run", progress=False, tensorboard=False, max_steps=1)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from inolib import config as C
-from inolib.collapse import COLLAPSE_SETTINGS, ClipBatches, collapse_runs
+from inolib.course.collapse_runs import COLLAPSE_SETTINGS, ClipBatches, collapse_runs
 
 
 def test_clip_batches_are_real_crops_reproducible_per_step(data_dir):

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from inolib import config as C
-from inolib.demo import load_demo_clips, run_tour
+from inolib.course.demo import load_demo_clips, run_tour
 
 
 def test_demo_clips_are_real_frames(data_dir):
@@ -53,7 +53,7 @@ def _fake_data(tmp_path, data_dir):
     import shutil
 
     from inolib.checkpoint import export_backbones
-    from inolib.train import Trainer
+    from inolib.run.trainer import Trainer
 
     tr = Trainer(C.smoke(), [data_dir / "videos"], tmp_path / "run", progress=False, tensorboard=False, max_steps=2)
     tr.fit()
@@ -88,7 +88,7 @@ def test_export_backbones_is_small_and_loads_like_the_run(tmp_path, data_dir):
 
 
 def test_run_demo_writes_the_report_with_three_feature_extractors(tmp_path, data_dir):
-    from inolib.demo import run_demo
+    from inolib.course.demo import run_demo
 
     data = _fake_data(tmp_path, data_dir)
     lines = []

@@ -10,9 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from inolib.data.vos import read_davis_sequence
-from inolib.evaluate import (GLOBAL_COLUMNS, bound_radius, db_statistics, disk, evaluate_davis, evaluate_sequence,
-                             f_measure, format_table, jaccard, read_results, seg2bmap, write_tables)
+from inolib.data.vos_datasets import read_davis_sequence
+from inolib.vos.metrics import (GLOBAL_COLUMNS, bound_radius, db_statistics, disk, evaluate_davis, evaluate_sequence, f_measure, format_table, jaccard, read_results, seg2bmap, write_tables)
 
 DAVIS = "davis_sample/DAVIS"
 OSVOS = "davis_sample/reference_results/semi-supervised/osvos"

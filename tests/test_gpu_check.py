@@ -18,12 +18,11 @@ from inolib.masking import random_mask
 from inolib.model import build_network
 from inolib.schedules import param_groups
 from inolib.teacher import make_teacher
-from inolib.train import train_step
+from inolib.run.trainer import train_step
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from released_step import (ReleasedLosses, released_forward, released_train_step,  # noqa: E402
-                           to_released_layout)
+from inolib.released.step import ReleasedLosses, released_forward, released_train_step, to_released_layout  # noqa: E402,E501
 
 
 def _shared_mask(B, T, N, g, count):

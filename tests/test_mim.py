@@ -8,7 +8,7 @@ import torch
 from inolib import config as C
 from inolib.losses import mim_loss
 from inolib.masking import random_mask
-from inolib.mim import masked_predictions, mim_by_ratio
+from inolib.course.mim_probe import masked_predictions, mim_by_ratio
 from inolib.model import build_network
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from inolib import nb
+from inolib.course import notebook as nb
 
 
 def test_check_exercise_states(capsys):

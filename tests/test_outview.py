@@ -9,7 +9,7 @@ import torch
 from inolib import config as C
 from inolib.model import build_backbone
 from inolib.augment import crop_boxes
-from inolib.outview import class_tokens, crop_views, global_views, local_views, match_probs, partner_cross_entropy
+from inolib.course.out_view import (class_tokens, crop_views, global_views, local_views, match_probs, partner_cross_entropy)
 
 
 def test_views_use_the_training_s_box_rule():

@@ -4,51 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inolib.propagate import (PROTOCOLS, FrameSize, Propagator, context_indices, labels_to_grid, labels_to_ids,
-                              propagate, propagate_frame, window_mask)
-
-
-def released_window(h, w, r):
-    """Brute force: the released restrict_neighborhood (loops over cells)."""
-    m = torch.zeros(h, w, h, w)
-    for i in range(h):
-        for j in range(w):
-            for p in range(2 * r + 1):
-                for q in range(2 * r + 1):
-                    a, b = i - r + p, j - r + q
-                    if 0 <= a < h and 0 <= b < w:
-                        m[i, j, a, b] = 1
-    return m.reshape(h * w, h * w)
-
-
-def released_kernel(ctx_feats, query, ctx_labels, neigh, topk=5, chunk=7):
-    """labelprop/dino.py (use_efficient): exp(cos/0.1) * window, top-k over all sources, normalise, matmul."""
-    NC, D, h, w = ctx_feats.shape
-    C = ctx_labels.shape[1]
-    src = F.normalize(ctx_feats.reshape(NC, D, h * w), dim=1)
-    tar = F.normalize(query.reshape(D, h * w).T, dim=1)[None].repeat(NC, 1, 1)
-    segs = ctx_labels.reshape(NC, C, -1).transpose(2, 1).reshape(-1, C).T
-    out = []
-    for bs in range(0, h * w, chunk):
-        t = tar[:, bs:bs + chunk]
-        aff = torch.exp(torch.bmm(t, src) / 0.1) * neigh[bs:bs + chunk]
-        aff = aff.transpose(2, 1).reshape(-1, t.shape[1])
-        kth = torch.topk(aff, dim=0, k=topk).values.min(0).values
-        aff[aff < kth] = 0
-        aff = aff / aff.sum(0, keepdim=True)
-        out.append(segs @ aff)
-    return torch.cat(out, -1).reshape(C, h, w)
-
-
-def released_video(feats, first_labels, topk=5, n_last=10, radius=40, neigh=None, chunk=7):
-    """The released per-frame loop; ``neigh`` (hw, hw) is the precomputed window (built by brute force if None)."""
-    T, D, h, w = feats.shape
-    neigh = released_window(h, w, radius) if neigh is None else neigh
-    labels = {0: first_labels}
-    for t in range(1, T):
-        idx = [0] + [max(tt, 0) for tt in range(t - n_last, t) if max(tt, 0) != 0]
-        labels[t] = released_kernel(feats[idx], feats[t], torch.stack([labels[i] for i in idx]), neigh, topk, chunk)
-    return torch.stack([labels[t] for t in range(T)])
+from inolib.released.propagation import released_video, released_window
+from inolib.vos.propagation import (PROTOCOLS, FrameSize, Propagator, context_indices, labels_to_grid, labels_to_ids,
+                                    propagate, propagate_frame, window_mask)
 
 
 def test_context_rule():
@@ -206,7 +164,7 @@ def test_streaming_memory_is_bounded_by_the_context():
 
 
 def test_query_sources_explain_the_label():
-    from inolib.propagate import query_sources
+    from inolib.vos.propagation import query_sources
 
     g = torch.Generator().manual_seed(5)
     q, ctx = torch.randn(8, 5, 6, generator=g), torch.randn(4, 8, 5, 6, generator=g)
@@ -230,7 +188,7 @@ def test_peak_memory_does_not_grow_with_the_video_length():
 
     code = """
 import resource, torch
-from inolib.propagate import Propagator
+from inolib.vos.propagation import Propagator
 torch.manual_seed(0)
 D, h, w = 1536, 10, 24
 first = torch.zeros(3, h, w); first[0] = 1; first[1, 2:5, 3:10] = 1; first[0, 2:5, 3:10] = 0
@@ -324,7 +282,7 @@ def test_bad_parameters_name_the_argument(kw, match):
 
 
 def test_query_weights_are_the_kernels_weights_for_one_query():
-    from inolib.propagate import query_weights
+    from inolib.vos.propagation import query_weights
 
     s = torch.tensor([0.9, 0.2, 0.85, 0.5, -0.3])
     w = query_weights(s, topk=2, temperature=0.1)

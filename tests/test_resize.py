@@ -12,39 +12,16 @@ import torch
 from inolib import config as C
 from inolib.data import read_davis_sequence
 from inolib.model import build_backbone
-from inolib.propagate import FrameSize, Propagator, labels_to_grid, labels_to_ids
-from inolib.resize import frames_to_input, resize_cv2_linear
-from inolib.segment import extract_features, segment_sequence
+from inolib.released.propagation import released_input, released_size
+from inolib.vos.propagation import FrameSize, Propagator, labels_to_grid, labels_to_ids
+from inolib.vos.resize import frames_to_input, resize_cv2_linear
+from inolib.vos.segment import extract_features, segment_sequence
 
 SEQUENCES = ("blackswan", "car-shadow", "drift-chicane")
 
 
 def frame_path(data_dir, name, index=10):
     return data_dir / "davis_sample/DAVIS/JPEGImages/480p" / name / f"{index:05d}.jpg"
-
-
-def released_size(H, W, short_side, multiple):
-    """(th, tw) as the released read_frame computes them (Inference_Dataset.py), written out independently."""
-    if H > W:
-        tw = short_side
-        th = int(((tw * H) / W // multiple) * multiple)
-    else:
-        th = short_side
-        tw = int(((th * W) / H // multiple) * multiple)
-    return th, tw
-
-
-def released_input(cv2, path, short_side, multiple, std=C.INFERENCE_STD):
-    """The released inference's frame preprocessing: cv2 read (BGR), cv2.resize, /255, RGB, per-channel
-    normalisation with std 0.228 for red. Returns float32 (3, th, tw)."""
-    img = cv2.imread(str(path))
-    th, tw = released_size(*img.shape[:2], short_side, multiple)
-    img = cv2.resize(img, (tw, th)).astype(np.float32) / 255.0
-    x = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1)))
-    for channel, m, s in zip(x, C.IMAGENET_MEAN, std):
-        channel.sub_(m)
-        channel.div_(s)
-    return x
 
 
 @pytest.mark.parametrize("target", ["short side 240", "short side 480, floored to 8", "upscale 600x1064"])

@@ -9,9 +9,10 @@ from PIL import Image
 
 from inolib import config as C
 from inolib.data import make_synthetic_video, read_davis_sequence, read_ytvos_sequence, write_ytvos_layout
-from inolib.data.vos import davis_palette
+from inolib.data.vos_datasets import davis_palette
 from inolib.model import build_backbone
-from inolib.segment import segment_davis, segment_sequence, write_ids_png
+from inolib.vos.segment import segment_davis, segment_sequence
+from inolib.vos.writers import write_ids_png
 
 SMALL = C.PropagationConfig(short_side=64, feature_block=2, radius=6)
 
@@ -125,7 +126,7 @@ def test_ino_evaluate_on_propagated_results(tmp_path, data_dir):
 def test_video_sequence_names_the_bad_file(tmp_path, data_dir):
     import pytest
 
-    from inolib.segment import VideoSequence
+    from inolib.data.user_video import VideoSequence
 
     vid = data_dir / "videos/cotracker_apple/apple.mp4"
     broken = tmp_path / "broken.mp4"
@@ -158,7 +159,7 @@ def test_segment_sequence_shows_frame_progress(capsys, data_dir):
 def test_read_first_mask_accepts_hand_made_masks(tmp_path):
     import pytest
 
-    from inolib.segment import read_first_mask
+    from inolib.data.user_video import read_first_mask
 
     ids = np.zeros((6, 8), np.uint8)
     ids[1:3, 1:4], ids[4:, 5:] = 1, 2
@@ -196,7 +197,7 @@ def _grey(arr, path):
 def test_greyscale_id_maps_are_ids_and_ambiguous_levels_are_refused(tmp_path):
     import pytest
 
-    from inolib.segment import read_first_mask
+    from inolib.data.user_video import read_first_mask
 
     ids = np.zeros((20, 30), np.uint16)
     for k in range(1, 6):
@@ -298,7 +299,7 @@ def test_ino_propagate_memory_does_not_grow_with_the_video_length(tmp_path):
     # (clear_refs 5) and after it VmHWM is read back (getrusage's ru_maxrss would carry the parent's size over);
     # torch is imported before decord: decord2 imported first breaks torch's CPU matmul (README, "Install")
     code = """
-import sys, torch, decord, inolib.cli, inolib.segment, inolib.viz, inolib.model, inolib.checkpoint
+import sys, torch, decord, inolib.cli, inolib.vos.segment, inolib.course.viz, inolib.model, inolib.checkpoint
 def run(name):
     open('/proc/self/clear_refs', 'w').write('5')
     rc = inolib.cli.main(['propagate', '--checkpoint', 'random', '--preset', 'smoke', '--video', f'{name}.avi',
@@ -342,7 +343,7 @@ def test_small_temperature_and_nan_features_through_segmentation(tmp_path):
 
 
 def test_video_sequence_max_frames_keeps_the_first_frames(data_dir):
-    from inolib.segment import VideoSequence
+    from inolib.data.user_video import VideoSequence
 
     apple = data_dir / "videos/cotracker_apple"
     full = VideoSequence(apple / "apple.mp4", apple / "apple_mask.png")

@@ -8,7 +8,7 @@ import torch
 
 from inolib.data.synthetic import (SyntheticVideo, make_synthetic_video, write_davis_layout, write_video_file,
                                    write_ytvos_layout)
-from inolib.data.vos import davis_palette, list_davis_sequences, list_ytvos_videos, read_davis_sequence, read_ytvos_sequence
+from inolib.data.vos_datasets import (davis_palette, list_davis_sequences, list_ytvos_videos, read_davis_sequence, read_ytvos_sequence)
 
 
 def _areas(masks: torch.Tensor, num_objects: int) -> torch.Tensor:

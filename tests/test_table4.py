@@ -49,7 +49,7 @@ def test_evaluate_reads_the_run_once_and_scores_its_student(tmp_path):
     from inolib.data.synthetic import write_held_out_davis
     from inolib.model import build_network
     from inolib.teacher import make_teacher
-    from inolib.validation import davis_jf, load_davis_for_validation
+    from inolib.vos.validation import davis_jf, load_davis_for_validation
 
     cfg = C.smoke()
     torch.manual_seed(0)

@@ -1,11 +1,11 @@
-"""inolib.tokens: the measures lesson 02 uses to compare a trained ViT with a random one."""
+"""inolib.course.vit_tokens: the measures lesson 02 uses to compare a trained ViT with a random one."""
 
 import math
 
 import pytest
 import torch
 
-from inolib import tokens
+from inolib.course import vit_tokens as tokens
 from inolib.config import smoke
 from inolib.model import build_backbone
 

@@ -12,17 +12,9 @@ import pytest
 import torch
 
 from inolib import config as C
+from inolib.released.step import released_cosine
 from inolib.schedules import cosine_schedule, make_schedules, param_groups, peak_lr
-from inolib.train import Trainer, clip_gradients
-
-
-def released_cosine(base, final, epochs, niter, warmup_epochs=0, start_warmup=0.0):
-    """DINO/INO utils.cosine_scheduler, transcribed with numpy."""
-    warmup_iters = warmup_epochs * niter
-    warm = np.linspace(start_warmup, base, warmup_iters) if warmup_epochs > 0 else np.array([])
-    iters = np.arange(epochs * niter - warmup_iters)
-    sched = final + 0.5 * (base - final) * (1 + np.cos(np.pi * iters / len(iters)))
-    return np.concatenate((warm, sched))
+from inolib.run.trainer import Trainer, clip_gradients
 
 
 @pytest.mark.parametrize("epochs,niter,warmup", [(25, 7, 5), (3, 4, 0), (2, 5, 1)])
@@ -42,7 +34,7 @@ def test_peak_lr_and_schedules_follow_appendix_a1():
 
 
 def test_released_schedule_is_the_released_loop_s_slice():
-    """optim.schedule released: epochs 1..E-1 on schedule steps [n, E n) (ref §7): the warmup starts at base/5."""
+    """optim.schedule released: epochs 1..E-1 on schedule steps [n, E n) (the released loop): the warmup starts at base/5."""
     o = C.OptimConfig(schedule="released")
     n = 7
     s = make_schedules(o, n, 4, 4)
@@ -219,7 +211,7 @@ def test_ino_train_under_torchrun_with_two_processes(tmp_path, data_dir):
 
 
 def test_read_log_names_a_broken_line_and_skips_a_torn_last_line(tmp_path):
-    from inolib.train import read_log
+    from inolib.run.log import read_log
 
     (tmp_path / "log.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 3, "loss": 1.0}\n')
     with pytest.raises(ValueError, match="log.jsonl:2"):  # a broken line in the middle
@@ -239,7 +231,7 @@ def test_a_nan_on_one_process_stops_every_process(tmp_path, data_dir):
 import os, sys
 from inolib import config as C
 from inolib.distributed import cleanup
-from inolib.train import Trainer
+from inolib.run.trainer import Trainer
 cfg = C.override(C.smoke(), {{"optim.batch_size_per_gpu": "1"}})
 tr = Trainer(cfg, {str(data_dir / "videos")!r}, {str(tmp_path / "run")!r}, progress=False, tensorboard=False)
 forward = tr.criterion.forward
@@ -304,7 +296,7 @@ def test_every_process_uses_the_same_mask_at_every_step(tmp_path, data_dir):
 import torch
 from inolib import config as C
 from inolib.distributed import cleanup
-from inolib.train import Trainer
+from inolib.run.trainer import Trainer
 cfg = C.override(C.smoke(), {{"optim.batch_size_per_gpu": "1", "optim.epochs": "1"}})
 tr = Trainer(cfg, {str(data_dir / "videos")!r}, {str(tmp_path / "run")!r}, progress=False, tensorboard=False)
 seen = []
@@ -431,7 +423,7 @@ def test_two_runs_on_one_folder_the_second_refuses(tmp_path, data_dir, capsys):
     import time
 
     from inolib.cli import main
-    from inolib.runlock import RunFolderBusy, RunLock
+    from inolib.run.lock import RunFolderBusy, RunLock
 
     run = tmp_path / "run"
     first = Trainer(small_cfg(), data_dir / "videos", run, progress=False, tensorboard=False)
@@ -442,7 +434,7 @@ def test_two_runs_on_one_folder_the_second_refuses(tmp_path, data_dir, capsys):
 
     # another process holds the folder: `ino train` refuses with a message; killed with -9, it leaves no lock
     run.mkdir(exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-c", f"from inolib.runlock import RunLock; import time; "
+    holder = subprocess.Popen([sys.executable, "-c", f"from inolib.run.lock import RunLock; import time; "
                                f"lock = RunLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -534,7 +526,7 @@ def test_sigterm_in_process_stops_at_the_step_boundary_with_a_checkpoint(tmp_pat
     import os
     import signal
 
-    from inolib.train import TrainingInterrupted
+    from inolib.run.trainer import TrainingInterrupted
 
     tr = Trainer(small_cfg(**{"optim.epochs": "1"}), data_dir / "videos", tmp_path / "run", log_every=1,
                  progress=False, tensorboard=False)

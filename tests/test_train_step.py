@@ -10,7 +10,7 @@ from inolib.losses import INOLoss
 from inolib.masking import random_mask
 from inolib.model import build_network
 from inolib.teacher import make_teacher
-from inolib.train import collapse_monitors, train_step
+from inolib.run.trainer import collapse_monitors, train_step
 
 
 def setup():

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from inolib import config as C
-from inolib.baselines import PixelFeatures, copy_first_mask
+from inolib.vos.baselines import PixelFeatures, copy_first_mask
 from inolib.data import read_davis_sequence
-from inolib.evaluate import evaluate_sequence
-from inolib.segment import segment_sequence, sequence_features
-from inolib.validation import compare_on_sequence, sweep_propagation
+from inolib.vos.metrics import evaluate_sequence
+from inolib.vos.segment import segment_sequence, sequence_features
+from inolib.vos.validation import compare_on_sequence, sweep_propagation
 
 
 def test_head_keeps_the_first_frames_and_their_masks(data_dir):

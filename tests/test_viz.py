@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from inolib import viz  # noqa: E402
+from inolib.course import viz  # noqa: E402
 
 
 def test_to_image_undoes_normalisation():

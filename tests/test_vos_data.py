@@ -9,8 +9,7 @@ import torch
 from PIL import Image
 
 from inolib.data.video import read_image
-from inolib.data.vos import (VOSSequence, davis_palette, list_davis_sequences, list_ytvos_videos, load_davis,
-                             load_ytvos, read_davis_sequence, read_ytvos_sequence)
+from inolib.data.vos_datasets import (VOSSequence, davis_palette, list_davis_sequences, list_ytvos_videos, load_davis, load_ytvos, read_davis_sequence, read_ytvos_sequence)
 
 DAVIS = "davis_sample/DAVIS"
 TENNIS = "davis_sample/extras/davis2017_tennis_2frames/DAVIS"

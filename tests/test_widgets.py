@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from inolib import widgets  # noqa: E402
+from inolib.course import widgets  # noqa: E402
 
 
 def test_affinity_explorer_follows_query_network_and_temperature():
@@ -72,7 +72,7 @@ def test_propagation_explorer_follows_frame_and_cell():
 def test_log_explorer_smooths_and_switches_terms(tmp_path):
     import json
 
-    from inolib.widgets import LogExplorer
+    from inolib.course.widgets import LogExplorer
 
     recs = [{"step": i, "epoch": 1 + i // 5, "loss": float(i % 2), "mim": 1.0} for i in range(1, 11)]
     (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in [{"event": "start"}] + recs))
@@ -91,7 +91,7 @@ def test_log_explorer_smooths_and_switches_terms(tmp_path):
 def test_log_explorer_in_losses_skip_unmasked_steps(tmp_path):
     """An unmasked step logs mim and aff as 0 (they do not exist there): the curves skip those steps instead of
     jumping between 0 and the loss, and the explorer opens on the four losses, not on their jumping sum."""
-    from inolib.widgets import LogExplorer
+    from inolib.course.widgets import LogExplorer
 
     recs = [{"step": i, "masked": float(i % 2), "loss": 3.0 + 9 * (i % 2), "g2g": 2.0, "l2g": 1.0,
              "mim": 5.0 * (i % 2), "aff": 4.0 * (i % 2)} for i in range(10)]
@@ -174,7 +174,7 @@ def test_a_lesson_with_an_explorer_runs_headless_without_stalling(tmp_path):
 def test_shape_mask_draws_boxes_and_ellipses_in_fractions_of_the_frame():
     import numpy as np
 
-    from inolib.segment import shape_mask
+    from inolib.data.user_video import shape_mask
 
     m = shape_mask(10, 20, {1: {"shape": "box", "cx": 0.25, "cy": 0.5, "w": 0.5, "h": 1.0},
                             2: {"shape": "ellipse", "cx": 0.75, "cy": 0.5, "w": 0.4, "h": 0.8}})

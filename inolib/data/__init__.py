@@ -14,8 +14,7 @@ from .synthetic import (SyntheticVideo, make_synthetic_video, write_davis_layout
                         write_ytvos_layout)
 from .video import (VideoInfo, probe_video, read_clip, read_frame_folder, read_frames, read_image,
                     resample_indices, write_avi)
-from .vos import (VOSSequence, davis_palette, list_davis_sequences, list_ytvos_videos, load_davis, load_ytvos,
-                  read_davis_sequence, read_ytvos_sequence)
+from .vos_datasets import (VOSSequence, davis_palette, list_davis_sequences, list_ytvos_videos, load_davis, load_ytvos, read_davis_sequence, read_ytvos_sequence)
 
 __all__ = [
     "ClipDataset", "ClipSampler", "SkipLog", "UnusableVideos", "collate_clips", "decode_size", "load_clip_views",

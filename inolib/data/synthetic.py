@@ -29,7 +29,7 @@ from PIL import Image
 
 from ..atomic import atomic_write_text
 from .video import write_avi
-from .vos import davis_palette
+from .vos_datasets import davis_palette
 
 _ELLIPSE, _RECTANGLE, _POLYGON = 0, 1, 2
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import MaskConfig
-from .losses import student_log_probs, teacher_probs
-from .masking import make_mask
+from ..config import MaskConfig
+from ..losses import student_log_probs, teacher_probs
+from ..masking import make_mask
 
 
 def _check(clips: torch.Tensor, mask: torch.Tensor, center: torch.Tensor) -> None:

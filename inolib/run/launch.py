@@ -14,19 +14,17 @@ Everything here reads the same code the run uses (:class:`inolib.data.clips.Clip
 
 from __future__ import annotations
 
-import math
 import os
 import shlex
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import torch
 
-from . import config as C
+from .. import config as C
 
 
 def _flag_value(value) -> str:
@@ -85,8 +83,8 @@ def run_size(cfg: C.INOConfig, num_videos: int, world_size: int, starts_per_vide
     the last rank), ``clips_per_step`` (all processes), ``frames_per_step``, ``steps_per_epoch`` (the remainder
     of a process's share is dropped), ``total_steps`` and ``peak_lr``.
     """
-    from .data.clips import ClipSampler
-    from .schedules import make_schedules, peak_lr
+    from ..data.clips import ClipSampler
+    from ..schedules import make_schedules, peak_lr
 
     if not isinstance(num_videos, int) or num_videos < 1:
         raise ValueError(f"num_videos must be a whole number >= 1, got {num_videos!r}")
@@ -110,7 +108,7 @@ def state_bytes(model: C.ModelConfig) -> dict:
     """Bytes per GPU of what training keeps between steps, from the parameter count of ``model``'s network
     (backbone + head): fp32 ``weights``, fp32 ``gradients``, AdamW's two fp32 moments (``adam``), the fp32
     ``teacher`` (same network), and ``params`` (the count). Exact arithmetic, no measurement."""
-    from .model import build_network, count_parameters
+    from ..model import build_network, count_parameters
 
     with torch.device("meta"):  # shapes only: no memory, no time
         n = count_parameters(build_network(model))
@@ -127,8 +125,8 @@ def activation_bytes(cfg: C.INOConfig, batch_size: int = 1, amp: str | None = No
     and adds up every saved tensor (each storage once). On a GPU the peak is higher (temporary buffers, the
     allocator's cache, the CUDA context); this is the part that grows with the batch.
     """
-    from .losses import INOLoss
-    from .model import build_network
+    from ..losses import INOLoss
+    from ..model import build_network
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")

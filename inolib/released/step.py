@@ -1,4 +1,4 @@
-"""One training step of the released INO code, transcribed for timing against ``inolib.train.train_step``.
+"""One training step of the released INO code, transcribed for timing against ``inolib.run.trainer.train_step``.
 
 It follows ``main_VOS.py`` (``train_one_epoch``) and ``losses.py`` of the official repository as described in
 ``shared/reference/ino_reference.md`` §3 and §5, loops included (their cost is the point):
@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -241,3 +242,12 @@ def released_train_step(student: nn.Module, teacher: nn.Module, losses: Released
     if mark:
         mark("ema")
     return {k: v.detach() for k, v in terms.items()}
+
+
+def released_cosine(base, final, epochs, niter, warmup_epochs=0, start_warmup=0.0):
+    """DINO/INO utils.cosine_scheduler, transcribed with numpy."""
+    warmup_iters = warmup_epochs * niter
+    warm = np.linspace(start_warmup, base, warmup_iters) if warmup_epochs > 0 else np.array([])
+    iters = np.arange(epochs * niter - warmup_iters)
+    sched = final + 0.5 * (base - final) * (1 + np.cos(np.pi * iters / len(iters)))
+    return np.concatenate((warm, sched))

@@ -5,7 +5,7 @@
     with interrupt(trainer, at_step=5):           Ctrl-C (SIGINT) arrives during step 5: the trainer writes a
         trainer.fit()                             checkpoint after that step and raises TrainingInterrupted
 
-Both patch one :class:`inolib.train.Trainer` object for the duration of the ``with`` block and restore it after;
+Both patch one :class:`inolib.run.trainer.Trainer` object for the duration of the ``with`` block and restore it after;
 nothing else changes, so what follows is exactly what the trainer does on a real NaN or a real Ctrl-C.
 """
 
@@ -20,7 +20,7 @@ def _check(trainer, at_step: int) -> None:
     if not isinstance(at_step, int) or at_step < 1:
         raise ValueError(f"at_step must be a whole number >= 1 (steps count from 1), got {at_step!r}")
     if not hasattr(trainer, "criterion") or not hasattr(trainer, "step"):
-        raise ValueError(f"trainer must be an inolib.train.Trainer, got {type(trainer).__name__}")
+        raise ValueError(f"trainer must be an inolib.run.trainer.Trainer, got {type(trainer).__name__}")
 
 
 @contextmanager

@@ -23,18 +23,19 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write, atomic_write_text, remove_stale_temporaries
-from .checkpoint import save_checkpoint
-from .config import INOConfig, validate
-from .data.clips import ClipDataset, ClipSampler, SkipLog, UnusableVideos, _seed, make_clip_loader
-from .data.index import VideoIndex, resolve_sources
-from .distributed import all_reduce_mean, barrier, ready
-from .losses import INOLoss
-from .masking import make_mask
-from .model import build_network
-from .runlock import RunLock
-from .schedules import make_schedules, param_groups
-from .teacher import ema_update, make_teacher, unwrap
+from ..atomic import atomic_write, remove_stale_temporaries
+from ..checkpoint import save_checkpoint
+from ..config import INOConfig, validate
+from ..data.clips import ClipDataset, ClipSampler, SkipLog, UnusableVideos, _seed, make_clip_loader
+from ..data.index import VideoIndex, resolve_sources
+from ..distributed import all_reduce_mean, barrier, ready
+from ..losses import INOLoss
+from ..masking import make_mask
+from ..model import build_network
+from ..schedules import make_schedules, param_groups
+from ..teacher import ema_update, make_teacher, unwrap
+from .lock import RunLock
+from .log import truncate_log
 
 
 @torch.no_grad()
@@ -197,57 +198,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def read_log(path: str | Path) -> list[dict]:
-    """The records of a run's ``log.jsonl`` (a run folder or the file).
-
-    A last line that is not JSON (cut short when the process was killed or the disk filled up) is skipped with a
-    warning naming it; a broken line before the last raises ``ValueError`` naming the file and the line.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "log.jsonl"
-    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
-    records = []
-    for i, (n, line) in enumerate(lines):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if i == len(lines) - 1:
-                warnings.warn(f"{path}:{n}: skipping the last line, which is not complete JSON (a write cut short "
-                              f"when the run stopped: {e})", stacklevel=2)
-                break
-            raise ValueError(f"{path}:{n}: not a JSON line ({e})") from None
-    return records
-
-
-def truncate_log(path: str | Path, step: int) -> int:
-    """Cut a run's ``log.jsonl`` back to ``step``, the step a run starts (or resumes) from, so that it holds each
-    step once: the records of later steps (logged after the last checkpoint, before the process was killed; a
-    resumed run logs those steps again) and a torn last line are removed. Event records (``start``, ``resume``,
-    ``nan``, ``interrupted``) stay, as does a broken line before the last (:func:`read_log` names it). Rewritten
-    atomically, only when something is removed; returns the number of lines removed."""
-    path = Path(path)
-    if not path.is_file():
-        return 0
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = []
-    for i, line in enumerate(lines):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            if i < len(lines) - 1:
-                kept.append(line)
-            continue
-        later = isinstance(rec, dict) and "event" not in rec and isinstance(rec.get("step"), (int, float)) \
-            and rec["step"] > step
-        if not later:
-            kept.append(line)
-    removed = len(lines) - len(kept)
-    if removed:
-        atomic_write_text(path, "".join(line + "\n" for line in kept))
-    return removed
-
-
 def _whole(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
@@ -302,7 +252,7 @@ class Trainer:
                  index_workers: int = 8, eval_davis: str | Path | None = None, eval_every: int = 250,
                  eval_networks: tuple[str, ...] = ("student", "teacher"), max_seconds: float | None = None,
                  video_root: str | Path | None = None):
-        from .distributed import init_distributed
+        from ..distributed import init_distributed
 
         # everything given is checked before any work (no video indexed, no model built, no folder made)
         validate(cfg)
@@ -322,7 +272,7 @@ class Trainer:
         self.eval_davis, self.eval_every, self.eval_networks = eval_davis, eval_every, tuple(eval_networks)
         self.eval_sequences = None
         if eval_davis is not None and self.dist.is_main:
-            from .validation import load_davis_for_validation
+            from ..vos.validation import load_davis_for_validation
 
             self.eval_sequences = load_davis_for_validation(eval_davis)  # read once, before any training
         # the data sources too: a typo in --data must not leave a new run folder behind
@@ -391,8 +341,8 @@ class Trainer:
         number N (its seeds checked). ``ValueError`` / ``FileNotFoundError`` naming the bad source; ValueError
         when no video and no synthetic source remains, or when the run folder lies in a source folder, the
         ``video_root`` or the ``eval_davis`` folder (the user's data: nothing is written there)."""
-        from .atomic import is_inside
-        from .data.synthetic import check_training_seeds, parse_synthetic_source
+        from ..atomic import is_inside
+        from ..data.synthetic import check_training_seeds, parse_synthetic_source
 
         items = list(sources) if isinstance(sources, (list, tuple)) else [sources]
         inputs = [("--data", Path(s)) for s in items if isinstance(s, (str, Path)) and Path(s).is_dir()]
@@ -416,7 +366,7 @@ class Trainer:
     def _source_paths(self, plan: list) -> list[Path]:
         """The video paths of a :meth:`_plan_sources` plan, in order, with each synthetic N replaced by N seeded
         synthetic videos written (once, by the main process) into ``OUT/synthetic``."""
-        from .data.synthetic import training_video_paths, write_training_videos
+        from ..data.synthetic import training_video_paths, write_training_videos
 
         out = []
         for item in plan:
@@ -533,7 +483,7 @@ class Trainer:
         if self.eval_davis is None:
             return record
         if self.dist.is_main:
-            from .validation import davis_jf
+            from ..vos.validation import davis_jf
 
             t0 = time.perf_counter()
             nets = {"student": unwrap(self.student).backbone, "teacher": unwrap(self.teacher).backbone}

@@ -18,7 +18,7 @@ Protocols (``PROTOCOLS``): ``"ino"`` (App. A.2, DAVIS: k=5, 10 context frames, r
 (20 frames, radius 50), ``"dino"`` (DINO's eval_video_segmentation: 7 frames, radius 12; use hard first
 labels), ``"crw"`` (k=10, temperature 0.05, 20 frames, a Euclidean radius 12 not applied to the first frame;
 CRW also pads the context with copies of frame 0, which is not reproduced here). INO and DINO read frames the
-same way (cv2 bilinear on uint8, std 0.228, float32: ``propagation.resize="released"``, see :mod:`inolib.resize`);
+same way (cv2 bilinear on uint8, std 0.228, float32: ``propagation.resize="released"``, see :mod:`inolib.vos.resize`);
 DINO floors the long side to a multiple of 64 (``propagation.round_to=64``) where INO floors to 8.
 """
 

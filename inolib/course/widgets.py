@@ -12,10 +12,10 @@ import ipywidgets as W
 import torch
 
 from . import viz
-from .config import MaskConfig
-from .losses import affinity
-from .masking import make_mask
-from .tokens import fraction_cell
+from ..config import MaskConfig
+from ..losses import affinity
+from ..masking import make_mask
+from .vit_tokens import fraction_cell
 
 
 class Explorer(W.VBox):
@@ -137,7 +137,7 @@ class MaskExplorer(Explorer):
 
 class PositionExplorer(Explorer):
     """Move a query position over position tables (h, w, D) of any sizes; see its cosine similarity to every
-    position in each (:func:`inolib.viz.show_pos_similarity`). The query is a fraction of the grid, so tables of
+    position in each (:func:`inolib.course.viz.show_pos_similarity`). The query is a fraction of the grid, so tables of
     different sizes (a learned 8 x 8 table and its resized copies, or two networks' tables) show the same place.
 
     Args:
@@ -198,8 +198,8 @@ class ClipExplorer(Explorer):
     def __init__(self, videos: list, crops_cfg):
         from pathlib import Path
 
-        from .data.clips import load_clip_views
-        from .data.index import VideoIndex
+        from ..data.clips import load_clip_views
+        from ..data.index import VideoIndex
 
         self._load, self.cfg = load_clip_views, crops_cfg
         index = VideoIndex.build([Path(v) for v in videos], progress=False)
@@ -230,7 +230,7 @@ class PropagationExplorer(Explorer):
     """
 
     def __init__(self, frames, pred, feats, cfg, j_per_frame=None, palette=None):
-        from .propagate import context_indices
+        from ..vos.propagation import context_indices
 
         self.frames, self.pred, self.feats, self.cfg = frames, pred, feats, cfg
         self.j, self.palette, self._ctx = j_per_frame, palette, context_indices
@@ -243,7 +243,7 @@ class PropagationExplorer(Explorer):
         self.render()
 
     def draw(self):
-        from .propagate import query_sources
+        from ..vos.propagation import query_sources
 
         t = self.t.value
         idx = self._ctx(t, 0, self.cfg.num_context)
@@ -266,7 +266,7 @@ class LogExplorer(Explorer):
     """Curves of a training log: pick the terms, smooth them (exponential moving average), steps or epochs.
 
     Args:
-        records: the run's log records (:func:`inolib.train.read_log`), or a run folder.
+        records: the run's log records (:func:`inolib.run.log.read_log`), or a run folder.
     """
 
     TERMS = ("loss", "g2g", "l2g", "mim", "aff", "entropy", "batch_entropy", "top_share", "lr", "momentum",
@@ -276,7 +276,7 @@ class LogExplorer(Explorer):
     MASKED_ONLY = ("mim", "aff")
 
     def __init__(self, records):
-        from .train import read_log
+        from ..run.log import read_log
 
         records = read_log(records) if not isinstance(records, list) else records
         self.records = [r for r in records if "step" in r and "event" not in r]
@@ -341,7 +341,7 @@ def save_upload(upload: "W.FileUpload", folder, suffixes: tuple[str, ...]) -> li
     suffix is not in ``suffixes`` (e.g. ``(".mp4", ".mov")``) is a ValueError naming it."""
     from pathlib import Path
 
-    from .atomic import atomic_write
+    from ..atomic import atomic_write
 
     folder = Path(folder)
     files = list(upload.value)
@@ -362,11 +362,11 @@ class MaskDrawer(Explorer):
 
     Args:
         frame: uint8 (3, H, W) the first frame; objects: how many objects may be drawn (1..10).
-        initial: optional ``{object id: shape dict}`` (see :func:`inolib.segment.shape_mask`) to start from.
+        initial: optional ``{object id: shape dict}`` (see :func:`inolib.data.user_video.shape_mask`) to start from.
     """
 
     def __init__(self, frame: torch.Tensor, objects: int = 3, initial: dict | None = None):
-        from .segment import SHAPES
+        from ..data.user_video import SHAPES
 
         if not isinstance(frame, torch.Tensor) or frame.dim() != 3 or frame.shape[0] != 3:
             raise ValueError(f"frame must be a (3, H, W) image, got {getattr(frame, 'shape', type(frame))}")
@@ -401,7 +401,7 @@ class MaskDrawer(Explorer):
 
     @property
     def mask(self) -> torch.Tensor:
-        from .segment import shape_mask
+        from ..data.user_video import shape_mask
 
         H, W_ = self.frame.shape[1:]
         return torch.from_numpy(shape_mask(int(H), int(W_), self.shapes))
@@ -423,7 +423,7 @@ class MaskDrawer(Explorer):
 
     def save(self, path):
         """Write the mask as an indexed PNG (the DAVIS palette) at ``path``; returns the path."""
-        from .segment import write_ids_png
+        from ..vos.writers import write_ids_png
 
         if not self.shapes:
             raise ValueError("the mask holds no object: draw at least one shape")

@@ -1,7 +1,7 @@
 """``make book``: every lesson executed (laptop mode by default) and rendered to static HTML, with a contents page.
 
-    python -m inolib.book --out build/book            # laptop mode, all notebooks/NN_*.ipynb
-    python -m inolib.book --mode smoke --lessons 00_overview
+    python -m inolib.course.book --out build/book            # laptop mode, all notebooks/NN_*.ipynb
+    python -m inolib.course.book --mode smoke --lessons 00_overview
 
 Each lesson runs in a fresh kernel with nbclient (the runner papermill and ``nbconvert --execute`` use) from the
 notebooks folder, and is written with nbconvert's HTML exporter, images embedded, so ``build/book`` can be copied
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import COURSE_MODES
+from ..config import COURSE_MODES
 
 LESSON = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
 
@@ -45,7 +45,7 @@ def lesson_title(path: str | Path) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    from .atomic import atomic_write_text
+    from ..atomic import atomic_write_text
 
     atomic_write_text(path, text)
 
@@ -112,7 +112,7 @@ def build_book(notebooks: str | Path = "notebooks", out: str | Path = "build/boo
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m inolib.book", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m inolib.course.book", description=__doc__.splitlines()[0])
     ap.add_argument("--notebooks", default="notebooks")
     ap.add_argument("--out", default="build/book")
     ap.add_argument("--mode", default="laptop", choices=COURSE_MODES)

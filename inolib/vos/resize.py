@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config import IMAGENET_MEAN, IMAGENET_STD, INFERENCE_STD
+from ..config import IMAGENET_MEAN, IMAGENET_STD, INFERENCE_STD
 
 RESIZE_MODES = ("released", "antialias")
 _COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS: weights are integers out of 2048

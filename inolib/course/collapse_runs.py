@@ -9,7 +9,7 @@ A student that predicts a teacher which is a moving average of itself has two tr
 information about the input: every target the same one-hot vector (one dimension wins), or every target uniform.
 **Sharpening** (a teacher temperature below the student's, 0.04 vs 0.1) pushes each target toward one-hot, away
 from uniform; **centering** (subtracting a running mean of the teacher's logits) pushes the targets of a batch
-apart, away from one dimension. INO, like DINO, needs both. The monitors are :func:`inolib.train.collapse_monitors`:
+apart, away from one dimension. INO, like DINO, needs both. The monitors are :func:`inolib.run.trainer.collapse_monitors`:
 ``entropy`` (of one target: log K when uniform, 0 when one-hot) and ``batch_entropy`` (of the batch-mean target:
 0 when all targets pick the same dimension).
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .config import CropConfig, LossConfig, ModelConfig
+from ..config import CropConfig, LossConfig, ModelConfig
 
 # name -> (update the center, teacher temperature): INO's setting and the two ways to collapse
 COLLAPSE_SETTINGS = {
@@ -42,8 +42,8 @@ class ClipBatches:
     """
 
     def __init__(self, sources: list, crops: CropConfig, clips_per_video: int = 2, batch_size: int = 6):
-        from .data.clips import ClipDataset
-        from .data.index import VideoIndex, resolve_sources
+        from ..data.clips import ClipDataset
+        from ..data.index import VideoIndex, resolve_sources
 
         if batch_size < 1 or clips_per_video < 1:
             raise ValueError(f"batch_size and clips_per_video must be >= 1, got {batch_size}, {clips_per_video}")
@@ -74,10 +74,10 @@ def collapse_runs(model: ModelConfig, batches, steps: int, settings: dict | None
     """
     from tqdm.auto import tqdm
 
-    from .losses import INOLoss
-    from .model import build_network
-    from .teacher import make_teacher
-    from .train import train_step
+    from ..losses import INOLoss
+    from ..model import build_network
+    from ..teacher import make_teacher
+    from ..run.trainer import train_step
 
     settings = COLLAPSE_SETTINGS if settings is None else settings
     if not isinstance(steps, int) or steps < 1:

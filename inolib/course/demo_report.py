@@ -23,11 +23,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from .atomic import atomic_write_text  # noqa: E402
-from .config import PropagationConfig  # noqa: E402
-from .data.vos import davis_palette, read_davis_sequence  # noqa: E402
-from .propagate import FrameSize  # noqa: E402
-from .segment import extract_features  # noqa: E402
+from ..atomic import atomic_write_text  # noqa: E402
+from ..config import PropagationConfig  # noqa: E402
+from ..data.vos_datasets import davis_palette, read_davis_sequence  # noqa: E402
+from ..vos.propagation import FrameSize  # noqa: E402
+from ..vos.segment import extract_features  # noqa: E402
 from .viz import overlay_labels  # noqa: E402
 
 

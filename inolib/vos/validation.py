@@ -5,7 +5,7 @@
 
 The same pipeline as ``ino propagate --davis`` followed by ``ino evaluate`` (label propagation with the
 configured protocol, then the official semi-supervised J and F), without writing PNG files: the id maps are
-scored as they are produced. :class:`inolib.train.Trainer` calls it every ``eval_every`` steps
+scored as they are produced. :class:`inolib.run.trainer.Trainer` calls it every ``eval_every`` steps
 (``ino train --eval-davis ROOT``) for the student and the teacher.
 """
 
@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import PropagationConfig
-from .data.vos import list_davis_sequences, read_davis_sequence
-from .evaluate import _global_results, evaluate_sequence, object_statistics
-from .model import INOViT
+from ..config import PropagationConfig
+from ..data.vos_datasets import list_davis_sequences, read_davis_sequence
+from .metrics import _global_results, evaluate_sequence, object_statistics
+from ..model import INOViT
 from .segment import segment_sequence
 
 
 def load_davis_for_validation(root: str | Path, split: str = "val", sequences: list[str] | None = None,
                               resolution: str = "480p") -> list:
-    """The :class:`inolib.data.vos.VOSSequence` objects to validate on (read once, reused at every evaluation);
+    """The :class:`inolib.data.vos_datasets.VOSSequence` objects to validate on (read once, reused at every evaluation);
     ValueError naming the root when there are none or one is shorter than 3 frames."""
     names = list(sequences) if sequences else list_davis_sequences(root, split, resolution)
     if not names:
@@ -74,11 +74,11 @@ def compare_on_sequence(networks: dict, seq, cfg: PropagationConfig, device: str
 
     Args:
         networks: {name: backbone} (INOViT, or a baseline such as ``PixelFeatures``).
-        seq: a fully annotated :class:`inolib.data.vos.VOSSequence` with at least 3 frames (``seq.head(n)`` for
+        seq: a fully annotated :class:`inolib.data.vos_datasets.VOSSequence` with at least 3 frames (``seq.head(n)`` for
             fewer frames).
-        copy_baseline: also score "copy frame 0" (:func:`inolib.baselines.copy_first_mask`).
+        copy_baseline: also score "copy frame 0" (:func:`inolib.vos.baselines.copy_first_mask`).
         keep_features: also return each network's propagated features, float (T, D, h, w) on the CPU, under
-            ``"features"`` (for :class:`inolib.widgets.PropagationExplorer`, without extracting them twice).
+            ``"features"`` (for :class:`inolib.course.widgets.PropagationExplorer`, without extracting them twice).
     Returns ``{name: {"ids": uint8 (T, H, W), "J": float (T,) per-frame J (mean over objects, frame 0
     included), "J&F": the sequence's J&F-Mean (official: frames 1..T-2, mean over objects)}}`` plus
     ``"ground truth"`` with its ids.
@@ -144,7 +144,7 @@ def sweep_propagation(vit, seq, cfg: PropagationConfig, setting: str, values, de
 
 def _score(ids: torch.Tensor, gt: torch.Tensor, seq) -> dict:
     """Per-frame J (mean over objects, frame 0 included) and the official J&F-Mean of one sequence's ids."""
-    from .evaluate import jaccard
+    from .metrics import jaccard
 
     objects = list(seq.object_ids)
     per_frame = torch.stack([torch.as_tensor(jaccard(ids == o, gt == o), dtype=torch.float64)

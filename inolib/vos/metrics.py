@@ -37,8 +37,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write
-from .data.vos import VOID_LABEL, VOSSequence, list_davis_sequences, read_davis_sequence
+from ..atomic import atomic_write
+from ..data.vos_datasets import VOID_LABEL, VOSSequence, list_davis_sequences, read_davis_sequence
 
 BOUND_TH = 0.008
 GLOBAL_COLUMNS = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from .augment import crop_boxes
-from .config import CropConfig
+from ..augment import crop_boxes
+from ..config import CropConfig
 
 
 def _check_frames(frames: torch.Tensor, name: str, dim: int) -> None:

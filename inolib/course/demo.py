@@ -3,7 +3,7 @@
 :func:`run_demo` (``make demo``) trains the tiny model for a couple of minutes (so the loop is seen working),
 then segments the DAVIS sample by label propagation with the shipped checkpoint (``data/checkpoints/ino_tiny.pth``),
 with a random initialisation of the same network and with raw pixels, scores the three with the official J&F
-protocol and writes a self-contained ``runs/demo/report.html`` (see :mod:`inolib.report`).
+protocol and writes a self-contained ``runs/demo/report.html`` (see :mod:`inolib.course.demo_report`).
 
 :func:`run_tour` builds the student and the EMA teacher, reads two real clips from ``data/`` at 8 fps (a Kinetics
 video with decord and a DAVIS JPEG sequence), makes per-frame global and local crops, masks the student's global
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from . import config as C
-from .augment import MultiCrop
-from .data import read_clip, read_frame_folder
-from .losses import INOLoss
-from .masking import make_mask
-from .model import build_network, count_parameters
-from .teacher import make_teacher
+from .. import config as C
+from ..augment import MultiCrop
+from ..data import read_clip, read_frame_folder
+from ..losses import INOLoss
+from ..masking import make_mask
+from ..model import build_network, count_parameters
+from ..teacher import make_teacher
 
 DEFAULT_VIDEO = Path("videos/kinetics400_mmaction2/demo_arm_wrestling.mp4")
 DEFAULT_FRAMES = Path("davis_sample/DAVIS/JPEGImages/480p/blackswan")
@@ -128,14 +128,14 @@ def run_demo(data_dir: str | Path = "data", out_dir: str | Path = "runs/demo", c
         sequences: DAVIS sequences to use (default: all of the sample).
     Returns ``{"jf": {method: global J&F row}, "report": Path}``.
     """
-    from .atomic import is_inside
-    from .checkpoint import load_backbone, read_config
-    from .evaluate import evaluate_davis
-    from .model import build_backbone
-    from .baselines import PixelFeatures
-    from .report import write_demo_report
-    from .segment import segment_davis
-    from .train import Trainer
+    from ..atomic import is_inside
+    from ..checkpoint import load_backbone, read_config
+    from ..vos.metrics import evaluate_davis
+    from ..model import build_backbone
+    from ..vos.baselines import PixelFeatures
+    from .demo_report import write_demo_report
+    from ..vos.segment import segment_davis
+    from ..run.trainer import Trainer
 
     t0 = time.perf_counter()
     data_dir, out_dir = Path(data_dir), Path(out_dir)

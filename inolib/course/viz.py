@@ -15,8 +15,9 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .config import IMAGENET_MEAN, IMAGENET_STD
-from .tokens import fraction_cell, pos_similarity
+from ..config import IMAGENET_MEAN, IMAGENET_STD
+from ..vos.writers import blend_ids
+from .vit_tokens import fraction_cell, pos_similarity
 
 
 def to_image(x: torch.Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> np.ndarray:
@@ -174,7 +175,7 @@ def compare_feature_pca(image: torch.Tensor, maps: dict[str, torch.Tensor], note
 
     Args:
         image: (3, H, W) uint8, or normalised float with ``mean``/``std``.
-        maps: {network name: (h, w, 3)} values in [0, 1], e.g. :func:`inolib.tokens.pca_rgb` of its feature map
+        maps: {network name: (h, w, 3)} values in [0, 1], e.g. :func:`inolib.course.vit_tokens.pca_rgb` of its feature map
             (the three leading principal components as red, green and blue).
         notes: optional {network name: text} added under the panel's title (e.g. the explained variance).
     Axes are in patches; patches of similar colour have similar features (within one panel only: each network
@@ -457,13 +458,9 @@ def compare_affinity_rows(frame_a: torch.Tensor, frame_b: torch.Tensor, rows: di
 def overlay_labels(image: torch.Tensor, labels: torch.Tensor, palette: np.ndarray | None = None,
                    alpha: float = 0.5) -> np.ndarray:
     """(H, W, 3) float image with integer ``labels`` (H, W) coloured by ``palette`` (256, 3); 0 stays clear."""
-    img = to_image(image)
-    lab = labels.detach().cpu().numpy().astype(np.int64)
     if palette is None:
         palette = np.array(plt.get_cmap("tab10").colors)[np.arange(256) % 10] * 255
-    colours = np.asarray(palette, dtype=np.float64)[lab] / 255
-    fg = ((lab > 0) & (lab < 255))[..., None]
-    return np.where(fg, (1 - alpha) * img + alpha * colours, img)
+    return blend_ids(to_image(image), labels, palette, alpha)
 
 
 def show_propagation(frames: torch.Tensor, labels: torch.Tensor, palette: np.ndarray | None = None,

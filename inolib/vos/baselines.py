@@ -1,7 +1,7 @@
 """Baselines for label propagation: what a network has to beat.
 
 :class:`PixelFeatures` stands in for a backbone anywhere one is accepted (``segment_sequence``,
-``inolib.validation.davis_jf``): the feature of a patch is its own normalised pixels. Propagating labels with it
+``inolib.vos.validation.davis_jf``): the feature of a patch is its own normalised pixels. Propagating labels with it
 measures how far colour alone carries the masks; a model that learned must do better.
 :func:`copy_first_mask` is the tracker that never moves: every frame gets the first frame's mask.
 """

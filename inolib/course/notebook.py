@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import course_mode
+from ..config import course_mode
 
 
 def data_dir() -> Path:
@@ -28,8 +28,8 @@ def data_dir() -> Path:
 def load_shipped(device: str | torch.device = "cpu", network: str = "student"):
     """The shipped checkpoint ``data/checkpoints/ino_tiny.pth``: ``(backbone, config, random)``, where ``random`` is
     a random initialisation of the same architecture (seed 0), the baseline it is compared with."""
-    from .checkpoint import load_backbone
-    from .model import build_backbone
+    from ..checkpoint import load_backbone
+    from ..model import build_backbone
 
     path = data_dir() / "checkpoints" / "ino_tiny.pth"
     if not path.is_file():
@@ -48,8 +48,8 @@ def load_shipped_network(device: str | torch.device = "cpu", network: str = "stu
     ``net`` is an :class:`inolib.model.INONetwork` (``network``: student or teacher), ``centers`` the run's final
     loss centers ``{"cls": (1, K), "patch": (1, K)}``, ``random_net`` a random initialisation of the same network
     (seed 0: its backbone is the ``random`` of :func:`load_shipped`)."""
-    from .checkpoint import load_network, read_config
-    from .model import build_network
+    from ..checkpoint import load_network, read_config
+    from ..model import build_network
 
     folder = data_dir() / "checkpoints"
     net, centers = load_network(folder / "ino_tiny.pth", key=network, device=device)

@@ -1,0 +1,256 @@
+"""Video object segmentation with a trained backbone: features -> label propagation -> id masks -> PNG files.
+
+    vit, report = checkpoint.load_backbone("checkpoint.pth")
+    segment_davis(vit, "DAVIS", "results/davis", cfg.propagation)     # results/davis/<seq>/00000.png ...
+
+Frames are resized to the released code's size (short side 480, long side floored to a multiple of
+``propagation.round_to`` = 8; one direct resize, no crop). With ``propagation.resize="released"`` (default) they are resized as the released
+inference does, OpenCV's bilinear on the uint8 frame reproduced in torch, normalised with its std 0.228 and
+encoded in float32; ``"antialias"`` uses torch's antialiased bilinear and bf16 on a GPU (see
+:mod:`inolib.vos.resize`). Frames are encoded in batches up to the chosen block (block 7 through the final norm by
+default); only the blocks needed run. Features are extracted once per frame and streamed into
+the propagator, whose context queue bounds memory whatever the video's length.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..atomic import is_inside
+from ..config import PropagationConfig
+from ..data.vos_datasets import VOSSequence, list_davis_sequences, read_davis_sequence
+from ..model import INOViT
+from .propagation import FrameSize, Propagator, check_parameters, labels_to_grid, labels_to_ids
+from .resize import check_resize_mode, frames_to_input
+from .writers import _shape_of, write_ids_png
+
+
+def extract_features(vit: INOViT, load, num_frames: int, size: FrameSize, block: int, batch: int = 4,
+                     device: str | torch.device = "cpu", amp: bool = True,
+                     resize: str = "released") -> Iterator[torch.Tensor]:
+    """Yield the (D, h, w) feature map of each frame, computed ``batch`` frames at a time.
+
+    ``load(indices) -> uint8 (B, 3, H, W)`` reads frames (e.g. ``VOSSequence.load_frames``); they are resized to
+    ``size`` and normalised by :func:`inolib.vos.resize.frames_to_input` with ``resize`` (``propagation.resize``).
+    ``"released"`` runs the network in float32 as the released inference does; ``"antialias"`` uses bf16
+    autocast on a GPU when ``amp``. Features are returned in float32. The arguments are checked here, before the
+    first frame is read.
+    """
+    check_resize_mode(resize)
+    if num_frames < 0:
+        raise ValueError(f"num_frames must be >= 0, got {num_frames}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    return _features(vit, load, num_frames, size, block, batch, torch.device(device), amp, resize)
+
+
+@torch.no_grad()
+def _features(vit, load, num_frames, size, block, batch, dev, amp, resize):
+    use_amp = amp and dev.type == "cuda" and resize == "antialias"
+    for start in range(0, num_frames, batch):
+        idx = list(range(start, min(start + batch, num_frames)))
+        x = frames_to_input(load(idx).to(dev, non_blocking=True), (size.height, size.width), resize)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            fmap = vit.patch_feature_map(x, block=block)
+        yield from fmap.float()
+
+
+def _num_classes(seq: VOSSequence) -> int:
+    return max(seq.object_ids, default=0) + 1
+
+
+def check_propagation_config(cfg: PropagationConfig, patch_size: int | None = None) -> None:
+    """ValueError naming the ``propagation.<field>`` (the ``--propagation.<field>`` flag) that cannot work:
+    top-k, radius, temperature, context length, sizes; with ``patch_size``, a ``short_side`` below one patch."""
+    check_parameters(topk=cfg.topk, radius=cfg.radius, temperature=cfg.temperature, num_context=cfg.num_context,
+                     prefix="propagation.")
+    check_resize_mode(cfg.resize)
+    def whole(v) -> bool:
+        return not isinstance(v, bool) and isinstance(v, (int, np.integer))
+
+    for name, zero in (("short_side", "no resize"), ("round_to", "the patch size")):
+        v = getattr(cfg, name)
+        if v is not None and (not whole(v) or v < 0):
+            raise ValueError(f"propagation.{name} must be a whole number >= 0 (0: {zero}), got {v!r}")
+    if not whole(cfg.feature_block) or cfg.feature_block < 1:
+        raise ValueError(f"propagation.feature_block must be a block number >= 1, got {cfg.feature_block!r}")
+    if patch_size is not None and cfg.short_side and cfg.short_side < max(patch_size, cfg.round_to or 0):
+        raise ValueError(f"propagation.short_side {cfg.short_side} is smaller than one {patch_size}-pixel patch "
+                         f"(and the long side is floored to a multiple of {cfg.round_to or patch_size}): no feature "
+                         f"grid is left; use at least {max(patch_size, cfg.round_to or 0)} (480 as released)")
+
+
+def _first_mask_file(seq) -> str:
+    """The annotation that holds the sequence's first labels (for messages)."""
+    paths = getattr(seq, "mask_paths", None) or {}
+    return str(paths[min(paths)]) if paths else f"sequence {getattr(seq, 'name', '?')}"
+
+
+@torch.no_grad()
+def segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, device: str | torch.device = "cpu",
+                     batch: int = 4, first_label_mode: str = "bilinear", progress: bool = False,
+                     features: torch.Tensor | None = None) -> torch.Tensor:
+    """Propagate the sequence's given masks through all its frames: uint8 ids (T, H, W) at the original size.
+
+    Objects whose first mask is on a later frame (YouTube-VOS) join at that frame (see :class:`Propagator`).
+    ``progress`` shows a bar over the frames. This keeps every mask (T x H x W bytes); to write or look at a
+    long video frame by frame use :func:`iter_segment_sequence`, whose memory does not depend on T.
+    ``features`` (T, D, h, w): the sequence's features already extracted with these settings (see
+    :func:`sequence_features`), to propagate them again with other propagation settings.
+    """
+    return torch.stack(list(iter_segment_sequence(vit, seq, cfg, device, batch, first_label_mode, progress,
+                                                  features)))
+
+
+def _propagation_size(seq: VOSSequence, cfg: PropagationConfig, patch: int) -> tuple[FrameSize, tuple[int, int]]:
+    """The size ``seq``'s frames are resized to for propagation and its patch grid (h, w); ValueError naming the
+    sequence when the resized frames hold no patch."""
+    H, W = seq.size
+    size = FrameSize.for_frame(H, W, cfg.short_side, cfg.round_to if cfg.round_to else patch, patch)
+    grid = (size.height // patch, size.width // patch)
+    if min(grid) < 1:
+        raise ValueError(f"sequence {getattr(seq, 'name', '?')}: {W}x{H} frames resized to {size.width}x"
+                         f"{size.height} (propagation.short_side {cfg.short_side}) hold no {patch}-pixel patch")
+    return size, grid
+
+
+@torch.no_grad()
+def sequence_features(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, device: str | torch.device = "cpu",
+                      batch: int = 4) -> torch.Tensor:
+    """The features label propagation uses for every frame of ``seq``: float (T, D, h, w) on the CPU (block
+    ``cfg.feature_block``, frames resized as ``cfg`` says), for :func:`segment_sequence`'s ``features``."""
+    patch = vit.patch_embed.patch_size[0]
+    check_propagation_config(cfg, patch)
+    size, _ = _propagation_size(seq, cfg, patch)
+    return torch.stack([f.cpu() for f in extract_features(vit, seq.load_frames, seq.num_frames, size,
+                                                          cfg.feature_block, batch, torch.device(device),
+                                                          resize=cfg.resize)])
+
+
+@torch.no_grad()
+def iter_segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, device: str | torch.device = "cpu",
+                          batch: int = 4, first_label_mode: str = "bilinear", progress: bool = False,
+                          features: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """Yield the uint8 ids (H, W) of frames 0, 1, ..., T-1 at the original size, each as soon as it is final.
+
+    Only the propagator's context queue is kept, so memory does not depend on the number of frames. The
+    configuration is checked first (:func:`check_propagation_config`); a sequence without any object in its
+    masks (only background or void) is a ValueError naming the mask, as for :class:`VideoSequence`.
+    """
+    H, W = seq.size
+    patch = vit.patch_embed.patch_size[0]
+    check_propagation_config(cfg, patch)
+    if not seq.object_ids:
+        raise ValueError(f"{_first_mask_file(seq)}: the first-frame mask holds no object (only background or void "
+                         f"255): nothing to propagate")
+    size, grid = _propagation_size(seq, cfg, patch)
+    C = _num_classes(seq)
+    dev = torch.device(device)
+    starts: dict[int, torch.Tensor] = {}
+    for t in sorted(set(seq.first_frame.values()) | {0}):
+        mask = seq.load_mask(t).long() if t in seq.mask_paths else torch.zeros(H, W, dtype=torch.long)
+        if t > 0:  # only the objects that first appear here
+            new = [o for o, f in seq.first_frame.items() if f == t]
+            mask = torch.where(torch.isin(mask, torch.tensor(new)), mask, torch.zeros_like(mask))
+        labels = labels_to_grid(mask.to(dev), C, grid, first_label_mode)
+        if t > 0:
+            labels[0] = 0  # a late reference carries only its new objects
+        starts[t] = labels
+    if features is None:
+        feats = extract_features(vit, seq.load_frames, seq.num_frames, size, cfg.feature_block, batch, dev,
+                                 resize=cfg.resize)
+    else:
+        want = (seq.num_frames, "D", *grid)
+        if (not isinstance(features, torch.Tensor) or features.dim() != 4 or features.shape[0] != seq.num_frames
+                or tuple(features.shape[2:]) != grid):
+            raise ValueError(f"features must be the sequence's features of shape {want} (sequence_features with the "
+                             f"same short_side), got {_shape_of(features)}")
+        feats = (f.to(dev) for f in features)
+    if 0 in seq.mask_paths:  # frame 0 is the given mask (void 255 written as background)
+        m0 = seq.load_mask(0)
+        yield torch.where(m0 == 255, torch.zeros_like(m0), m0)
+    else:
+        yield labels_to_ids(starts[0], (H, W), patch)
+    prop = None
+    bar = tqdm(feats, total=seq.num_frames, desc=getattr(seq, "name", "frames"), unit="frame", leave=False,
+               disable=not progress)
+    for t, f in enumerate(bar):
+        if t == 0:
+            prop = Propagator(f, starts[0], topk=cfg.topk, num_context=cfg.num_context, radius=cfg.radius,
+                              temperature=cfg.temperature)
+            continue
+        try:
+            soft = prop.step(f, starts.get(t))
+        except ValueError as e:
+            raise ValueError(f"sequence {getattr(seq, 'name', '?')}, frame {t}: {e}") from None
+        yield labels_to_ids(soft, (H, W), patch)
+
+
+def segment_davis(vit: INOViT, davis_root: str | Path, out_dir: str | Path, cfg: PropagationConfig,
+                  split: str = "val", sequences: list[str] | None = None, device: str | torch.device = "cpu",
+                  resume: bool = False, progress: bool = True, resolution: str = "480p") -> list[str]:
+    """Segment every sequence of a DAVIS split and write ``out_dir/<seq>/<frame>.png``; returns the sequences done.
+
+    With ``resume`` a sequence whose PNGs are all present is skipped. ``out_dir`` inside ``davis_root`` (the
+    user's dataset) is refused with a ``ValueError`` naming both.
+    """
+    out_dir = Path(out_dir)
+    if is_inside(out_dir, davis_root):
+        raise ValueError(f"out_dir {out_dir}: inside the DAVIS folder {davis_root}, an input folder that must not be "
+                         "written into; choose a folder outside it")
+    names = sequences or list_davis_sequences(davis_root, split, resolution)
+    check_propagation_config(cfg, vit.patch_embed.patch_size[0])
+    seqs = [read_davis_sequence(davis_root, name, resolution) for name in names]  # every input checked first
+    for seq in seqs:
+        if not seq.object_ids:
+            raise ValueError(f"{_first_mask_file(seq)}: the first-frame mask holds no object (only background or "
+                             f"void 255): nothing to propagate")
+    done = []
+    for seq in tqdm(seqs, desc="sequences", unit="seq", disable=not progress):
+        if write_sequence(vit, seq, out_dir / seq.name, cfg, device, resume, progress):
+            done.append(seq.name)
+    return done
+
+
+def write_sequence(vit: INOViT, seq, target: str | Path, cfg: PropagationConfig,
+                   device: str | torch.device = "cpu", resume: bool = False, progress: bool = False) -> bool:
+    """Segment ``seq`` and write ``target/<frame>.png`` for each frame as soon as it is final (memory does not
+    depend on the number of frames; every PNG is written atomically). With ``resume`` skip a sequence whose PNGs
+    are all there and whose last one reads back at the frame's size. Returns whether it was segmented.
+    ``progress`` shows a bar over the frames."""
+    target = Path(target)
+    if resume and _already_written(target, seq):
+        return False
+    target.mkdir(parents=True, exist_ok=True)  # before any computation: a file in the way fails here
+    for path, m in zip(seq.frame_paths, iter_segment_sequence(vit, seq, cfg, device, progress=progress)):
+        write_ids_png(target / f"{Path(path).stem}.png", m, seq.palette)
+    return True
+
+
+def _already_written(target: Path, seq) -> bool:
+    """Whether ``target`` holds ``<frame>.png`` for every frame and the last one is a readable id map of the last
+    frame's size (written last, so it tells whether the run finished)."""
+    names = [f"{Path(p).stem}.png" for p in seq.frame_paths]
+    if not target.is_dir() or not all((target / n).is_file() for n in names):
+        return False
+    last = target / names[-1]
+    try:
+        with Image.open(last) as im:
+            im.load()
+            size, mode = im.size, im.mode
+    except (OSError, ValueError) as e:
+        warnings.warn(f"{last}: unreadable ({e}); segmenting {seq.name} again", stacklevel=3)
+        return False
+    h, w = seq.frame_size(seq.num_frames - 1)
+    if size != (w, h) or mode not in ("P", "L"):
+        warnings.warn(f"{last}: a {size[0]}x{size[1]} '{mode}' image, expected a {w}x{h} id map; segmenting "
+                      f"{seq.name} again", stacklevel=3)
+        return False
+    return True

@@ -1,0 +1,76 @@
+"""The package's layout: one complete module map, imports that run one way, no citations of unshipped notes."""
+
+import ast
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PKG = REPO / "inolib"
+# the order of the groups: a module imports only from its own group or groups before it (cli: anything)
+LAYERS = {"top": 0, "data": 1, "vos": 2, "run": 3, "course": 4}
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for f in sorted(PKG.rglob("*.py")):
+        parts = f.relative_to(REPO).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = f
+    return out
+
+
+def group(mod: str) -> str:
+    parts = mod.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and (PKG / parts[1]).is_dir()) else "top"
+
+
+def imports_of(mod: str, path: Path) -> set[str]:
+    """Every inolib module ``mod`` imports, at the top of the file or inside functions."""
+    is_pkg = path.name == "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                base = base[:len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("inolib"):
+                found.add(target)
+                found.update(f"{target}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("inolib"))
+    return found & set(modules())
+
+
+def test_the_module_map_names_every_module_and_only_existing_ones():
+    text = (REPO / "docs" / "modules.md").read_text()
+    named = set(re.findall(r"`(inolib/[\w/]+\.py)`", text))
+    files = {str(f.relative_to(REPO)) for f in PKG.rglob("*.py") if f.name != "__init__.py"}
+    assert files - named == set(), "modules missing from docs/modules.md"
+    assert named - files == set(), "docs/modules.md names modules that do not exist"
+    top = [f for f in PKG.glob("*.py") if f.name not in ("__init__.py", "__main__.py")]
+    assert len(top) <= 14, sorted(f.name for f in top)
+
+
+def test_imports_run_one_way():
+    mods = modules()
+    wrong = []
+    for mod, path in mods.items():
+        g = group(mod)
+        if mod in ("inolib.cli", "inolib.__main__", "inolib"):
+            continue
+        for target in imports_of(mod, path):
+            tg = group(target)
+            if g == "released":
+                ok = tg in ("top", "released")
+            elif tg == "released":
+                ok = False  # the yardstick is for tests and benchmarks only
+            else:
+                ok = target != "inolib.cli" and LAYERS[tg] <= LAYERS[g]
+            if not ok:
+                wrong.append(f"{mod} -> {target}")
+    assert not wrong, wrong
+

@@ -199,8 +199,7 @@ def cmd_propagate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .data.user_video import VideoSequence
-    from .vos.segment import check_propagation_config, iter_segment_sequence, segment_davis, write_sequence
-    from .vos.writers import write_ids_png, write_overlay_gif
+    from .vos.segment import check_propagation_config, segment_davis, segment_video, segment_ytvos
 
     base = None
     if args.preset is None and args.checkpoint != "random":  # an inolib checkpoint brings its own settings
@@ -249,7 +248,6 @@ def cmd_propagate(args: argparse.Namespace) -> int:
     for target in targets:
         _path_free(target, True, "--out")
     vit = _backbone(args, cfg)
-    check_propagation_config(p, vit.patch_embed.patch_size[0])
     print(f"propagation: block {p.feature_block}, k={p.topk}, {p.num_context} context frames, radius {p.radius}, "
           f"short side {p.short_side}")
     if args.davis:
@@ -257,24 +255,10 @@ def cmd_propagate(args: argparse.Namespace) -> int:
                              device=args.device, resume=args.resume)
         print(f"wrote {len(done)} sequences to {out}")
     elif args.ytvos:
-        from .data.vos_datasets import read_ytvos_sequence
-        from tqdm.auto import tqdm
-
-        for name in tqdm(names, desc="videos", unit="video"):
-            write_sequence(vit, read_ytvos_sequence(args.ytvos, name, split), out / "Annotations" / name, p,
-                           args.device, args.resume, progress=True)
+        segment_ytvos(vit, args.ytvos, out, p, split=split, videos=names, device=args.device, resume=args.resume)
         print(f"wrote the YouTube-VOS layout under {out / 'Annotations'}")
     else:
-        count = 0
-
-        def written():  # each mask goes to its PNG, then on to the GIF, as soon as it is final
-            nonlocal count
-            for t, m in enumerate(iter_segment_sequence(vit, seq, p, args.device, progress=True)):
-                write_ids_png(targets[0] / f"{t:05d}.png", m)
-                count += 1
-                yield m
-
-        gif = write_overlay_gif(gif_path, seq, written(), fps=min(seq.fps, 25.0))
+        count, gif = segment_video(vit, seq, out, p, device=args.device)
         print(f"wrote {count} masks to {targets[0]} and an overlay to {gif}")
     return 0
 

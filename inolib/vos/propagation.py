@@ -171,6 +171,13 @@ def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_la
     check_parameters(topk=topk, radius=radius, temperature=temperature, window=window,
                      window_on_first=window_on_first)
     _check_frame_inputs(query, context_feats, context_labels)
+    return _propagate_frame(query, context_feats, context_labels, topk=topk, radius=radius, temperature=temperature,
+                            window=window, window_on_first=window_on_first, max_bytes=max_bytes)
+
+
+def _propagate_frame(query, context_feats, context_labels, *, topk, radius, temperature, window, window_on_first,
+                     max_bytes) -> torch.Tensor:
+    """:func:`propagate_frame` with parameters and shapes already checked (by :class:`Propagator`)."""
     finite = torch.isfinite(query).all() & torch.isfinite(context_feats).all()
     if not bool(finite & torch.isfinite(context_labels).all()):  # the one host sync of this check
         name = next(n for n, x in (("query", query), ("context_feats", context_feats),
@@ -303,7 +310,7 @@ class Propagator:
         for ref in self.refs:
             feats = torch.stack([ref["feat"]] + [f for f, _ in ref["queue"]])
             labels = torch.stack([ref["labels"]] + [l for _, l in ref["queue"]])
-            pred = ref["valid"] * propagate_frame(feat, feats, labels, **self.kw)
+            pred = ref["valid"] * _propagate_frame(feat, feats, labels, **self.kw)
             merged = pred if merged is None else merged + pred
         if new_labels is not None:
             new_labels = new_labels.float()

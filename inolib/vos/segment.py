@@ -25,11 +25,12 @@ from tqdm.auto import tqdm
 
 from ..atomic import is_inside
 from ..config import PropagationConfig
-from ..data.vos_datasets import VOSSequence, list_davis_sequences, read_davis_sequence
+from ..data.vos_datasets import (VOSSequence, list_davis_sequences, list_ytvos_videos, read_davis_sequence,
+                                 read_ytvos_sequence)
 from ..model import INOViT
 from .propagation import FrameSize, Propagator, check_parameters, labels_to_grid, labels_to_ids
 from .resize import check_resize_mode, frames_to_input
-from .writers import _shape_of, write_ids_png
+from .writers import _shape_of, write_ids_png, write_overlay_gif
 
 
 def extract_features(vit: INOViT, load, num_frames: int, size: FrameSize, block: int, batch: int = 4,
@@ -105,8 +106,8 @@ def segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, devi
     ``features`` (T, D, h, w): the sequence's features already extracted with these settings (see
     :func:`sequence_features`), to propagate them again with other propagation settings.
     """
-    return torch.stack(list(iter_segment_sequence(vit, seq, cfg, device, batch, first_label_mode, progress,
-                                                  features)))
+    check_propagation_config(cfg, vit.patch_embed.patch_size[0])
+    return torch.stack(list(_iter_segment(vit, seq, cfg, device, batch, first_label_mode, progress, features)))
 
 
 def _propagation_size(seq: VOSSequence, cfg: PropagationConfig, patch: int) -> tuple[FrameSize, tuple[int, int]]:
@@ -144,9 +145,17 @@ def iter_segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig,
     configuration is checked first (:func:`check_propagation_config`); a sequence without any object in its
     masks (only background or void) is a ValueError naming the mask, as for :class:`VideoSequence`.
     """
+    check_propagation_config(cfg, vit.patch_embed.patch_size[0])
+    yield from _iter_segment(vit, seq, cfg, device, batch, first_label_mode, progress, features)
+
+
+@torch.no_grad()
+def _iter_segment(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, device: str | torch.device = "cpu",
+                  batch: int = 4, first_label_mode: str = "bilinear", progress: bool = False,
+                  features: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """:func:`iter_segment_sequence` with a configuration already checked."""
     H, W = seq.size
     patch = vit.patch_embed.patch_size[0]
-    check_propagation_config(cfg, patch)
     if not seq.object_ids:
         raise ValueError(f"{_first_mask_file(seq)}: the first-frame mask holds no object (only background or void "
                          f"255): nothing to propagate")
@@ -214,9 +223,52 @@ def segment_davis(vit: INOViT, davis_root: str | Path, out_dir: str | Path, cfg:
                              f"void 255): nothing to propagate")
     done = []
     for seq in tqdm(seqs, desc="sequences", unit="seq", disable=not progress):
-        if write_sequence(vit, seq, out_dir / seq.name, cfg, device, resume, progress):
+        if _write_sequence(vit, seq, out_dir / seq.name, cfg, device, resume, progress):
             done.append(seq.name)
     return done
+
+
+def segment_ytvos(vit: INOViT, ytvos_root: str | Path, out_dir: str | Path, cfg: PropagationConfig,
+                  split: str = "valid", videos: list[str] | None = None, device: str | torch.device = "cpu",
+                  resume: bool = False, progress: bool = True) -> list[str]:
+    """Segment the videos of a YouTube-VOS 2018 split and write ``out_dir/Annotations/<video>/<frame>.png`` (the
+    layout the official server takes); returns the videos done. Objects join at the frame of their first mask.
+    With ``resume`` a video whose PNGs are all present is skipped. ``out_dir`` inside ``ytvos_root`` is refused
+    (ValueError naming both)."""
+    out_dir = Path(out_dir)
+    if is_inside(out_dir, ytvos_root):
+        raise ValueError(f"out_dir {out_dir}: inside the YouTube-VOS folder {ytvos_root}, an input folder that must "
+                         "not be written into; choose a folder outside it")
+    names = videos or list_ytvos_videos(ytvos_root, split)
+    check_propagation_config(cfg, vit.patch_embed.patch_size[0])
+    done = []
+    for name in tqdm(names, desc="videos", unit="video", disable=not progress):
+        seq = read_ytvos_sequence(ytvos_root, name, split)
+        if _write_sequence(vit, seq, out_dir / "Annotations" / name, cfg, device, resume, progress):
+            done.append(name)
+    return done
+
+
+def segment_video(vit: INOViT, seq, out_dir: str | Path, cfg: PropagationConfig,
+                  device: str | torch.device = "cpu", progress: bool = True) -> tuple[int, Path]:
+    """Segment one video of a user (a :class:`inolib.data.user_video.VideoSequence`): writes
+    ``out_dir/<name>/<frame:05d>.png`` for every frame and ``out_dir/<name>_overlay.gif`` (the masks over the
+    frames), each mask as soon as it is final. Returns (masks written, the GIF's path)."""
+    out_dir = Path(out_dir)
+    check_propagation_config(cfg, vit.patch_embed.patch_size[0])
+    target = out_dir / seq.name
+    count = 0
+
+    def written():  # each mask goes to its PNG, then on to the GIF
+        nonlocal count
+        for t, m in enumerate(_iter_segment(vit, seq, cfg, device, progress=progress)):
+            write_ids_png(target / f"{t:05d}.png", m)
+            count += 1
+            yield m
+
+    target.mkdir(parents=True, exist_ok=True)
+    gif = write_overlay_gif(out_dir / f"{seq.name}_overlay.gif", seq, written(), fps=min(seq.fps, 25.0))
+    return count, gif
 
 
 def write_sequence(vit: INOViT, seq, target: str | Path, cfg: PropagationConfig,
@@ -225,11 +277,17 @@ def write_sequence(vit: INOViT, seq, target: str | Path, cfg: PropagationConfig,
     depend on the number of frames; every PNG is written atomically). With ``resume`` skip a sequence whose PNGs
     are all there and whose last one reads back at the frame's size. Returns whether it was segmented.
     ``progress`` shows a bar over the frames."""
+    check_propagation_config(cfg, vit.patch_embed.patch_size[0])
+    return _write_sequence(vit, seq, target, cfg, device, resume, progress)
+
+
+def _write_sequence(vit, seq, target, cfg, device, resume, progress) -> bool:
+    """:func:`write_sequence` with a configuration already checked."""
     target = Path(target)
     if resume and _already_written(target, seq):
         return False
     target.mkdir(parents=True, exist_ok=True)  # before any computation: a file in the way fails here
-    for path, m in zip(seq.frame_paths, iter_segment_sequence(vit, seq, cfg, device, progress=progress)):
+    for path, m in zip(seq.frame_paths, _iter_segment(vit, seq, cfg, device, progress=progress)):
         write_ids_png(target / f"{Path(path).stem}.png", m, seq.palette)
     return True
 

@@ -1,4 +1,4 @@
-"""Per-frame multi-crop augmentation (Sec. 3.2, App. A.1, Tab. 5; released augs.py, ref §4).
+"""Per-frame multi-crop augmentation (Sec. 3.2, App. A.1, Tab. 5; released augs.py).
 
 Each frame of a clip gets its own crops, independently (the released code): one global crop
 (224x224, scale (0.8, 0.95), bicubic, no flip or colour jitter by default) and M local crops (64x64,

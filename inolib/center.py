@@ -1,12 +1,12 @@
 """Teacher centering (Sec. 3.1, after DINO): running means subtracted from the teacher's logits.
 
-Two centers, as in the released code (ref §3.5): one for class-token logits (used by L_out_g2g and
+Two centers, as in the released code (two ``DINOLoss`` objects): one for class-token logits (used by L_out_g2g and
 L_out_l2g) and one for patch-token logits (used by L_in_mim). Both use momentum 0.9:
 ``c <- m * c + (1 - m) * batch_mean``.
 
 Two cadences (``loss.center_update``):
 
-* ``"released"`` (default; what produced the paper's numbers, ref §3.1-3.2): the class center moves once
+* ``"released"`` (default; what produced the paper's numbers, as released): the class center moves once
   per frame pair (pairs (n, T/2 + n), each from that pair's 2B teacher class logits) and the patch center
   once per masked frame (from that frame's masked teacher tokens), inside the loss, so a later pair or
   frame is scored against the already moved center. At L = 4 the step's effective momentum is 0.81 for

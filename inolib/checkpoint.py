@@ -6,7 +6,7 @@ config alone). It recognises:
 
 * inolib checkpoints (``save_checkpoint``): ``{"format": "inolib", "config", "student", "teacher", ...}``;
 * released INO checkpoints: ``student``/``teacher`` state dicts of a multi-crop wrapper, keys prefixed with
-  ``module.`` and ``backbone.``, an 8x8 position table for 64x64 inputs (ref §2); default network: student;
+  ``module.`` and ``backbone.``, an 8x8 position table for 64x64 inputs (released model); default network: student;
 * DINO's released ViT checkpoints: a ``teacher``/``student`` dict or a bare backbone state dict with a table for
   224x224 inputs; default network: teacher;
 * timm ``VisionTransformer`` state dicts (bare).

@@ -2,7 +2,8 @@
 
 Every default is the paper's (or, where the paper is silent or differs, the released code's) and its
 comment names the source: "Sec." and "App." are sections of the paper, "Tab."/"Fig." its tables and
-figures, "ref" is ``shared/reference/ino_reference.md`` (what the released code does).
+figures, "released" is the authors' released code, github.com/pansanity666/INO_VOS,
+named by file; ``docs/released_code.md`` sums up where it differs from the paper.
 
 Override a field with ``dataclasses.replace`` (``replace(cfg, loss=replace(cfg.loss, teacher_temp=0.02))``)
 or with :func:`override` and dotted keys (``override(cfg, {"loss.teacher_temp": 0.02})``), which is what
@@ -17,10 +18,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-# ImageNet statistics used by the released training augmentation (ref §4, augs.py:148).
+# ImageNet statistics used by the released training augmentation (released augs.py).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# The released inference normalises with std 0.228 for red, inherited from DINO/UVC (ref §6.1 and §7 item 9).
+# The released inference normalises with std 0.228 for red, inherited from DINO/UVC
+# (released dataset/Inference_Dataset.py).
 INFERENCE_STD = (0.228, 0.224, 0.225)
 
 
@@ -29,19 +31,19 @@ class ModelConfig:
     """The ViT backbone and the projection head (one shared head for class and patch tokens)."""
 
     patch_size: int = 8  # ViT-S/8, Sec. 4.1
-    embed_dim: int = 384  # ViT-S, Sec. 4.1 and ref §1
+    embed_dim: int = 384  # ViT-S, Sec. 4.1 and released main_VOS.py
     depth: int = 12  # ViT-S: 12 blocks, Sec. 4.1
-    num_heads: int = 6  # ViT-S, ref §1
-    mlp_ratio: float = 4.0  # ViT default, ref §1 (DINO vit_small)
-    qkv_bias: bool = True  # ref §1 (DINO vit_small)
-    drop_path_rate: float = 0.1  # student only, the teacher uses 0; ref §1 (main_VOS.py)
+    num_heads: int = 6  # ViT-S, released vit_small
+    mlp_ratio: float = 4.0  # ViT default, released (DINO vit_small)
+    qkv_bias: bool = True  # released (DINO vit_small)
+    drop_path_rate: float = 0.1  # student only, the teacher uses 0; released main_VOS.py
     pos_embed_size: int = 64  # position table initialised for 64x64 inputs (8x8 at patch 8), App. B.1.2
-    pos_embed_resize: str = "released"  # "released" (DINO scale_factor+0.1 form, ref §2) or "timm"
+    pos_embed_resize: str = "released"  # "released" (DINO scale_factor+0.1 form, released ViT) or "timm"
     head_out_dim: int = 4096  # k, App. A.1 and App. B.1.5
     head_hidden_dim: int = 2048  # DINO head, App. A.1 ("same as [4]")
     head_bottleneck_dim: int = 256  # DINO head, App. A.1 ("same as [4]")
     head_num_layers: int = 3  # N_l, App. A.1 and App. B.1.4
-    norm_last_layer: bool = True  # weight-norm gain fixed to 1, ref §1 (student and teacher)
+    norm_last_layer: bool = True  # weight-norm gain fixed to 1, released (student and teacher)
     # Fields of older versions, read from their checkpoints and dropped (the block of the label-propagation
     # features is propagation.feature_block; this one was never read).
     RETIRED = ("feature_block",)  # not annotated: a class attribute, not a field
@@ -66,32 +68,32 @@ class CropConfig:
     """Video clips and per-frame multi-crop augmentation."""
 
     clip_len: int = 4  # L frames per clip, Sec. 4.1 and Fig. 5
-    fps: float = 8.0  # "frameskip 8" = frames resampled to 8 fps, App. A.1 and ref §4
-    clips_per_video: int = 5  # random clips per video per epoch, ref §4 (RandomClipSampler)
+    fps: float = 8.0  # "frameskip 8" = frames resampled to 8 fps, App. A.1 and the released loader
+    clips_per_video: int = 5  # random clips per video per epoch, released RandomClipSampler
     global_size: int = 224  # global crop side, Sec. 4.1
-    global_scale: tuple[float, float] = (0.8, 0.95)  # (s, 0.95) with s=0.8, Sec. 4.4 and ref §4
+    global_scale: tuple[float, float] = (0.8, 0.95)  # (s, 0.95) with s=0.8, Sec. 4.4 and released augs.py
     num_local: int = 8  # M local crops per frame, Sec. 4.1 and Fig. 5
     local_size: int = 64  # local crop side, Sec. 4.1
-    local_scale: tuple[float, float] = (0.05, 0.8)  # (0.05, s) with s=0.8, Sec. 4.4 and ref §4
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # RandomResizedCrop aspect range, ref §4 (augs.py)
+    local_scale: tuple[float, float] = (0.05, 0.8)  # (0.05, s) with s=0.8, Sec. 4.4 and released augs.py
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # RandomResizedCrop aspect range, released augs.py
     global_flip_jitter: bool = False  # flip and colour jitter on global crops: off, Tab. 5 and App. A.1
     local_flip_jitter: bool = True  # flip and colour jitter on local crops: on, Tab. 5 and App. A.1
-    flip_p: float = 0.5  # horizontal flip probability, ref §4 (augs.py)
-    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)  # ColorJitter b,c,s,h, ref §4
-    jitter_p: float = 0.8  # colour jitter probability, ref §4
-    grayscale_p: float = 0.2  # local crops only, ref §4 (not in the paper)
-    blur_p: float = 0.5  # Gaussian blur on local crops, ref §4 (not in the paper)
-    blur_sigma: tuple[float, float] = (0.1, 2.0)  # ref §4
-    mean: tuple[float, float, float] = IMAGENET_MEAN  # ref §4
-    std: tuple[float, float, float] = IMAGENET_STD  # ref §4
+    flip_p: float = 0.5  # horizontal flip probability, released augs.py
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)  # ColorJitter b,c,s,h, released augs.py
+    jitter_p: float = 0.8  # colour jitter probability, released augs.py
+    grayscale_p: float = 0.2  # local crops only, released augs.py (not in the paper)
+    blur_p: float = 0.5  # Gaussian blur on local crops, released augs.py (not in the paper)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # released augs.py
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # released augs.py
+    std: tuple[float, float, float] = IMAGENET_STD  # released augs.py
 
 
 @dataclass
 class MaskConfig:
     """Patch masking of the student's global crops (in-generative learning)."""
 
-    mode: str = "random"  # "random" (released code, ref §3.4) or "block" (paper's blockwise, Sec. 3.3)
-    prob: float = 0.5  # probability that a step is masked (released --mask_prob), Sec. 4.1 and ref §3.4
+    mode: str = "random"  # "random" (released mask_generator.py) or "block" (paper's blockwise, Sec. 3.3)
+    prob: float = 0.5  # probability that a step is masked (released --mask_prob), Sec. 4.1
     ratio: tuple[float, float] = (0.1, 0.5)  # r ~ U(r_l, r_h), Sec. 4.1 and App. B.1.1
     block_min_patches: int = 4  # smallest block (BEiT/iBOT default), used when mode="block"
     block_aspect: float = 0.3  # block aspect ratio range (a, 1/a) (BEiT/iBOT default)
@@ -102,39 +104,43 @@ class LossConfig:
     """The four generative losses, their temperatures, the center and the ablation switches."""
 
     student_temp: float = 0.1  # tau_s for class and patch distributions, Sec. 4.1
-    teacher_temp: float = 0.04  # tau_t, Sec. 4.1 and Fig. 5 (constant in the released code, ref §3.5)
+    teacher_temp: float = 0.04  # tau_t, Sec. 4.1 and Fig. 5 (constant in the released code)
     aff_student_temp: float = 0.1  # tau_s of the affinity loss, Sec. 4.4
     aff_teacher_temp: float = 0.04  # tau_t of the affinity loss, Sec. 4.4 and Fig. 5
-    center_momentum: float = 0.9  # ref §3.5 (losses.py:13)
-    center_update: str = "released"  # "released" (class center per frame pair, patch center per masked frame, ref §3.1-3.2) or "step"
+    center_momentum: float = 0.9  # released DINOLoss (losses.py)
+    center_update: str = "released"  # "released" (as the released losses.py: class center per frame
+    # pair, patch center per masked frame) or "step"
     g2g: bool = True  # L_out_g2g on/off, Tab. 4
     l2g: bool = True  # L_out_l2g on/off, Tab. 4
     mim: bool = True  # L_in_mim on/off, Tab. 4
     aff: bool = True  # L_in_aff on/off, Tab. 4
-    out_weighting: str = "reference"  # "reference" (one average over g2g+l2g terms, ref §3.1) or "paper" (Eq. 1 + Eq. 2)
-    weight_out: float = 1.0  # weight of L_out, Eq. 6 and ref §3.6
-    weight_mim: float = 1.0  # weight of L_in_mim, Eq. 6 and ref §3.6
-    weight_aff: float = 1.0  # weight of L_in_aff, Eq. 6 and ref §3.6
+    out_weighting: str = "reference"  # "reference" (one average over g2g+l2g terms, the released
+    # calc_cross_frame_dino) or "paper" (Eq. 1 + Eq. 2)
+    weight_out: float = 1.0  # weight of L_out, Eq. 6 and released main_VOS.py
+    weight_mim: float = 1.0  # weight of L_in_mim, Eq. 6 and released main_VOS.py
+    weight_aff: float = 1.0  # weight of L_in_aff, Eq. 6 and released main_VOS.py
 
 
 @dataclass
 class OptimConfig:
     """Optimisation and schedules (used by training)."""
 
-    epochs: int = 25  # Sec. 4.1 (the released code effectively ran 24, ref §7)
+    epochs: int = 25  # Sec. 4.1 (the released loop effectively ran 24)
     batch_size_per_gpu: int = 4  # clips per GPU, App. A.1
     base_lr: float = 0.003  # lr = base_lr * batch * L / 1024, App. A.1 (Charades)
-    min_lr: float = 1e-6  # ref §1 (train_charades.sh)
+    min_lr: float = 1e-6  # released train_charades.sh
     warmup_epochs: int = 5  # linear LR warmup, App. A.1 (Charades)
     weight_decay: float = 0.04  # cosine 0.04 -> 0.4, App. A.1
     weight_decay_end: float = 0.4  # App. A.1
-    momentum_teacher: float = 0.996  # EMA momentum, App. A.1 and App. B.1.3 (cosine to 1, ref §5)
-    clip_grad: float = 3.0  # per-parameter gradient-norm clipping, ref §5
-    freeze_last_layer: int = 0  # epochs with the head's last layer frozen: the released flag is 1 but never froze (ref §7), so 0 reproduces it
-    schedule: str = "clean"  # "clean" (all epochs, schedules from step 0) or "released" (epochs - 1 of them, from step n; ref §7)
-    amp: str = "bf16"  # "bf16", "fp16" (released code forces fp16, ref §1) or "none"
-    num_workers: int = 8  # data loader workers per process (released used 24, ref §1)
-    seed: int = 0  # ref §7 (utils.fix_random_seeds(0))
+    momentum_teacher: float = 0.996  # EMA momentum, App. A.1 and App. B.1.3 (cosine to 1, released code)
+    clip_grad: float = 3.0  # per-parameter gradient-norm clipping, released utils.py
+    freeze_last_layer: int = 0  # epochs with the head's last layer frozen: the released code's flag is 1 but
+    # never froze (its epochs start at 1), so 0 reproduces it
+    schedule: str = "clean"  # "clean" (all epochs, schedules from step 0) or "released" (released code
+    # main_VOS.py loop: epochs - 1 of them, from step n)
+    amp: str = "bf16"  # "bf16", "fp16" (released forces fp16) or "none"
+    num_workers: int = 8  # data loader workers per process (released code: 24)
+    seed: int = 0  # released utils.fix_random_seeds(0)
 
 
 @dataclass
@@ -143,14 +149,14 @@ class PropagationConfig:
 
     topk: int = 5  # N_k, App. A.2
     num_context: int = 10  # N_c previous frames (plus the first frame), App. A.2
-    radius: int = 40  # N_r, square window in patch cells, App. A.2 and ref §6.1
-    temperature: float = 0.1  # softmax temperature over the top-k, ref §6.1 (labelprop/dino.py)
-    short_side: int = 480  # frames resized to a 480 short side, ref §6.1 (infer_vos.sh)
-    round_to: int = 8  # long side floored to a multiple of this, ref §6.1
-    resize: str = "released"  # "released" (cv2 bilinear on uint8, std 0.228, fp32; ref §6.1, DINO's too)
+    radius: int = 40  # N_r, square window in patch cells, App. A.2 and released labelprop
+    temperature: float = 0.1  # softmax temperature over the top-k, released labelprop/dino.py
+    short_side: int = 480  # frames resized to a 480 short side, released infer_vos.sh
+    round_to: int = 8  # long side floored to a multiple of this, released infer_vos.py
+    resize: str = "released"  # "released" (cv2 bilinear on uint8, std 0.228, fp32; released code, DINO's too)
     # or "antialias" (torch antialiased bilinear on float, std 0.229, bf16 on a GPU)
-    feature_block: int = 7  # 7th block through the final norm, Sec. 4.1 and ref §2
-    checkpoint_key: str = "student"  # network taken from a checkpoint, ref §2 (infer_vos.py:367)
+    feature_block: int = 7  # 7th block through the final norm, Sec. 4.1 and released infer_vos.py
+    checkpoint_key: str = "student"  # network taken from a checkpoint, released infer_vos.py
 
 
 @dataclass
@@ -165,7 +171,7 @@ class SyntheticConfig:
     height: int = 192  # BENCHMARKS.md
     width: int = 256  # BENCHMARKS.md
     num_objects: int = 4  # BENCHMARKS.md
-    fps: float = 24.0  # the DAVIS frame rate; resampled to crops.fps (8) in training as every video, ref §4
+    fps: float = 24.0  # the DAVIS frame rate; resampled to crops.fps (8) as every training video (released code)
     seed: int = 0  # video i uses seed + i; seeds >= 10_000 are held out for evaluation (BENCHMARKS.md)
 
 

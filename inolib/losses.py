@@ -13,8 +13,8 @@ Notation (all logits are post-head and pre-softmax):
     in aff   (Eq. 4-5) affinity of consecutive frames' masked patches, teacher -> student
 
 Where the released code differs from the paper's equations these functions follow the code
-(ref §3, §7): means instead of sums, and, in :class:`INOLoss` with ``out_weighting="reference"``, one
-average over all g2g and l2g terms of a pair.
+(``docs/released_code.md``, "Losses and their weighting"): means instead of sums, and, in :class:`INOLoss`
+with ``out_weighting="reference"``, one average over all g2g and l2g terms of a pair.
 
 Every masked loss takes its mask as bool (B, T, N). The patch tensors may be the full layout
 (B, T, N, K) or the compact layout of :func:`inolib.masking.masked_positions` (B, T, P, K) with its

@@ -3,7 +3,7 @@
 Two schemes, both returning a bool tensor (B, T, N) over B clips, T frames and N = h*w patches
 (True = masked), drawn from an explicit ``torch.Generator``:
 
-* ``random_mask``: what the released code does (ref §3.4). With probability ``prob`` the step is
+* ``random_mask``: what the released ``mask_generator.py`` does. With probability ``prob`` the step is
   masked: a ratio r ~ U(ratio) is drawn and int(r*N) patches, chosen uniformly at random, are masked;
   otherwise nothing is masked. ONE pattern is shared by every clip and frame of the step.
 * ``block_mask``: the paper's blockwise masking (Sec. 3.3; BEiT/iBOT-style rectangles). Same

@@ -38,11 +38,11 @@ def resize_pos_grid(grid: torch.Tensor, size: tuple[int, int], mode: str = "rele
         mode: ``"released"`` reproduces DINO/INO's ``interpolate_pos_encoding`` bit for bit: bicubic
             ``F.interpolate`` with ``scale_factor=((h + offset) / g_h, (w + offset) / g_w)`` and
             ``align_corners=False``. Because a scale factor (not the size ratio) maps output to input
-            coordinates, it differs from a ``size=`` resize by 1-3 % (ref §2). For some sizes the float
-            scale factor floors to a grid one cell short (dino issue 8); then this falls back to an
-            explicit ``size=(h, w)`` bicubic resize. ``"timm"`` uses timm's ``resample_abs_pos_embed``:
-            ``size=`` with ``antialias=True``, whose bicubic kernel (a = -0.5, PIL style) differs from
-            the plain one (a = -0.75); it is what timm's ``dynamic_img_size`` does.
+            coordinates, it differs from a ``size=`` resize by 1-3 % (``docs/released_code.md``, "Model").
+            For some sizes the float scale factor floors to a grid one cell short (dino issue 8); then this
+            falls back to an explicit ``size=(h, w)`` bicubic resize. ``"timm"`` uses timm's
+            ``resample_abs_pos_embed``: ``size=`` with ``antialias=True``, whose bicubic kernel (a = -0.5,
+            PIL style) differs from the plain one (a = -0.75); it is what timm's ``dynamic_img_size`` does.
         offset: the released form's ``+0.1`` (DINO's guard against float rounding); 0 shows dino issue 8.
 
     Returns:
@@ -178,7 +178,7 @@ class INOViT(VisionTransformer):
                        mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Output of block ``block`` (1-based), optionally through the final norm; later blocks are skipped.
 
-        The released label propagation uses ``block=7, norm=True`` on ViT-S/8 (ref §2).
+        The released label propagation uses ``block=7, norm=True`` on ViT-S/8 (``infer_vos.py``).
         Returns class token (B, D) and patch tokens (B, N, D).
         """
         if not 1 <= block <= len(self.blocks):
@@ -270,7 +270,7 @@ class INONetwork(nn.Module):
 
     The head runs only on tokens that feed a loss: class tokens of global and local crops, and
     global patch tokens at the masked positions (the only ones L_in_mim and L_in_aff read). Local
-    crops' patch tokens never reach the head (the released code computes and discards them, ref §2).
+    crops' patch tokens never reach the head (the released code computes and discards them).
     """
 
     def __init__(self, backbone: INOViT, head: ProjectionHead):

@@ -1,4 +1,4 @@
-"""Per-step schedules of INO training (App. A.1; released ``utils.cosine_scheduler``, ref §5).
+"""Per-step schedules of INO training (App. A.1; released ``utils.cosine_scheduler``).
 
     lr        linear warmup 0 -> peak over ``warmup_epochs``, then cosine peak -> ``min_lr``
     peak lr   ``base_lr * clips_per_step * L / 1024`` (App. A.1; released: lr * B * L * world / (256 * 4))
@@ -8,10 +8,11 @@
 Each schedule is a float64 tensor with one value per optimisation step of the whole run, so a resumed run
 reads the same value at the same step.
 
-``optim.schedule="released"`` reproduces what the released loop really ran (ref §7 item 1): schedules built
-for ``epochs`` epochs, but training starts at epoch 1 and crashes before the last, so it runs ``epochs - 1``
-epochs on schedule steps [n, epochs * n): the lr warmup starts at base / warmup_epochs instead of 0 and the
-momentum and weight decay start one epoch into their cosines. ``"clean"`` (default) runs all of it.
+``optim.schedule="released"`` reproduces what the released loop really ran (``docs/released_code.md``,
+"Teacher and schedules"): schedules built for ``epochs`` epochs, but training starts at epoch 1 and crashes
+before the last, so it runs ``epochs - 1`` epochs on schedule steps [n, epochs * n): the lr warmup starts at
+base / warmup_epochs instead of 0 and the momentum and weight decay start one epoch into their cosines.
+``"clean"`` (default) runs all of it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def cosine_schedule(base: float, final: float, total_steps: int, warmup_steps: i
 
 def peak_lr(cfg: OptimConfig, clip_len: int, world_size: int) -> float:
     """The learning rate after warmup: ``base_lr * (batch_size_per_gpu * world_size) * clip_len / 1024``
-    (App. A.1, the released ``args.lr * B_gpu * L * world / (256 * 4)``, ref §5)."""
+    (App. A.1, the released ``args.lr * B_gpu * L * world / (256 * 4)`` of ``main_VOS.py``)."""
     return cfg.base_lr * cfg.batch_size_per_gpu * world_size * clip_len / 1024
 
 
@@ -64,7 +65,7 @@ def make_schedules(cfg: OptimConfig, steps_per_epoch: int, clip_len: int, world_
 
 
 def param_groups(model: torch.nn.Module) -> list[dict]:
-    """Two AdamW groups as released (ref §5): weights with decay; biases and 1-D tensors (norms, the
+    """Two AdamW groups as in the released ``utils.py``: weights with decay; biases and 1-D tensors (norms, the
     class/mask tokens' own dims are 3-D and decay) without. The ``"decay"`` key says which is which."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():

@@ -74,3 +74,19 @@ def test_imports_run_one_way():
                 wrong.append(f"{mod} -> {target}")
     assert not wrong, wrong
 
+
+
+def test_no_citation_of_an_unshipped_note_and_no_path_into_tests():
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    refs, paths = [], []
+    for name in files:
+        p = REPO / name
+        if p.suffix not in (".py", ".md", ".ipynb", ".toml", ".yml") or not p.is_file():
+            continue
+        text = p.read_text(errors="replace")
+        if re.search(r"ref\s*§|ino_reference\.md|shared/[r]eference", text):
+            refs.append(name)
+        if re.search(r"sys\.path\.\w+\(.*tests", text):
+            paths.append(name)
+    assert not refs, f"cite the paper, the released code or docs/released_code.md instead: {refs}"
+    assert not paths, f"import the transcriptions from inolib.released, not through sys.path: {paths}"

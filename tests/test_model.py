@@ -147,7 +147,7 @@ def test_released_and_timm_resizes_differ_and_timm_matches_timm():
     a = resize_pos_grid(grid, (28, 28), "released")
     b = resize_pos_grid(grid, (28, 28), "timm")
     rel = (a - b).norm() / b.norm()
-    assert 0.005 < rel < 0.1  # ref §2: 1-3.5 % apart
+    assert 0.005 < rel < 0.1  # docs/released_code.md, "Model": 1-3.5 % apart
     from timm.layers import resample_abs_pos_embed
     t = resample_abs_pos_embed(vit.pos_embed, new_size=(28, 28), old_size=(8, 8), num_prefix_tokens=1)
     torch.testing.assert_close(b.flatten(2).transpose(1, 2), t[:, 1:])

@@ -34,7 +34,7 @@ def test_peak_lr_and_schedules_follow_appendix_a1():
 
 
 def test_released_schedule_is_the_released_loop_s_slice():
-    """optim.schedule released: epochs 1..E-1 on schedule steps [n, E n) (the released loop): the warmup starts at base/5."""
+    """optim.schedule released: epochs 1..E-1 on schedule steps [n, E n) as released: the warmup starts at base/5."""
     o = C.OptimConfig(schedule="released")
     n = 7
     s = make_schedules(o, n, 4, 4)

@@ -24,7 +24,7 @@ from ..config import CropConfig, LossConfig, ModelConfig
 
 # name -> (update the center, teacher temperature): INO's setting and the two ways to collapse
 COLLAPSE_SETTINGS = {
-    "centering + sharpening (INO)": {"centering": True, "teacher_temp": 0.04},  # Sec. 4.1, ref §3.5
+    "centering + sharpening (INO)": {"centering": True, "teacher_temp": 0.04},  # Sec. 4.1; the released teacher temperature
     "no centering": {"centering": False, "teacher_temp": 0.04},
     "no sharpening": {"centering": True, "teacher_temp": 0.4},  # a teacher 4x softer than the student's 0.1
 }

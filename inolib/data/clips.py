@@ -9,8 +9,8 @@
         for batch in loader:            # batch["globals"] (B, T, 3, 224, 224), batch["locals"] (B, T, M, 3, 64, 64)
             skips.update(batch)         # SkipLog: one warning per broken file, and a count for the log
 
-What the released code does (ref §4): each video is resampled to 8 fps and every run of L consecutive
-resampled frames is a clip; each epoch takes up to 5 random clips per video (RandomClipSampler).
+What the released code does (torchvision ``VideoClips``): each video is resampled to 8 fps and every run of
+L consecutive resampled frames is a clip; each epoch takes up to 5 random clips per video (RandomClipSampler).
 
 Robustness: a file that fails to decode while training (for instance bytes damaged in the middle of the
 frame data, which indexing cannot see, or a file cut short or replaced after it was indexed, which the reason

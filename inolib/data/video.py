@@ -1,7 +1,7 @@
 """Reading frames of real videos and image sequences.
 
 Clips are L frames at a target rate of 8 fps (App. A.1 "frameskip 8", which the released loader
-implements as resampling each video to 8 fps, ref §4): frame k of the resampled video is source frame
+implements as resampling each video to 8 fps): frame k of the resampled video is source frame
 ``floor(k * native_fps / target_fps)``. Videos are decoded with decord, one reader per call, one
 decoding thread, released after use (decord leaks memory and can hang when readers are shared).
 """

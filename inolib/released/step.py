@@ -1,7 +1,7 @@
 """One training step of the released INO code, transcribed for timing against ``inolib.run.trainer.train_step``.
 
-It follows ``main_VOS.py`` (``train_one_epoch``) and ``losses.py`` of the official repository as described in
-``shared/reference/ino_reference.md`` §3 and §5, loops included (their cost is the point):
+It follows ``main_VOS.py`` (``train_one_epoch``) and ``losses.py`` of the official repository as released, loops
+included (their cost is the point):
 
 * the released tensor layout: frames first (``(T, B, ...)`` flattened t-major; locals ``(T, M, B, ...)``);
 * the projection head on **every** token of every crop: class and patch tokens of the global crops (student and
@@ -16,9 +16,10 @@ It follows ``main_VOS.py`` (``train_one_epoch``) and ``losses.py`` of the offici
   ``clip_gradients`` (per parameter tensor: ``norm.item()`` and a Python comparison), ``optimizer.zero_grad()``
   that zeroes (torch 1.7), and the EMA as a Python loop over parameters.
 
-The backbone forward is inolib's ViT (the released mask-token index-put fails under autocast on recent PyTorch,
-ref §7.3; inolib replaces the masked patch embeddings with ``torch.where``, the same values). Centers are all-reduced
-in the released code; in one process that is the identity, so it is left out.
+The backbone forward is inolib's ViT: the released boolean index-put of a float mask token into bf16/fp16
+embeddings fails under autocast on recent PyTorch; inolib replaces the masked patch embeddings with
+``torch.where``, the same values. Centers are all-reduced in the released code; in one process that is the
+identity, so it is left out.
 
 ``tests/test_gpu_check.py`` checks that these losses and center updates equal ``inolib.losses.INOLoss``
 (``out_weighting="reference"``, ``center_update="released"``) and that a whole step equals ``train_step``.
@@ -89,7 +90,8 @@ class ReleasedLosses(nn.Module):
                 t_cls: torch.Tensor, t_patch: torch.Tensor | None, mask: torch.Tensor | None, T: int,
                 B: int) -> dict[str, torch.Tensor]:
         """Released layout: s_cls, t_cls (T B, K); s_loc (T M B, K) or None; s_patch, t_patch (T B, N, K);
-        mask bool (T B, N), one pattern shared by every clip and frame (ref §3.4). Returns loss, out, mim, aff."""
+        mask bool (T B, N), one pattern shared by every clip and frame (the released masking). Returns loss, out,
+        mim, aff."""
         out = self.cross_frame_dino(s_cls, s_loc, t_cls, T, B)
         zero = out.new_zeros(())
         mim = aff = zero

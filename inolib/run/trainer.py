@@ -58,8 +58,9 @@ def collapse_monitors(teacher_cls: torch.Tensor, center: torch.Tensor, teacher_t
 
 
 def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> None:
-    """Scale each parameter's gradient to norm at most ``max_norm`` (the released per-tensor rule, ref §5:
-    ``g *= max_norm / (|g| + 1e-6)`` where that is < 1), with multi-tensor ops and no host sync."""
+    """Scale each parameter's gradient to norm at most ``max_norm`` (the released per-tensor rule, DINO's
+    ``clip_gradients``: ``g *= max_norm / (|g| + 1e-6)`` where that is < 1), with multi-tensor ops and no host
+    sync."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return
@@ -80,7 +81,7 @@ def train_step(student: nn.Module, teacher: nn.Module, criterion: INOLoss, optim
         global_crops: (B, T, 3, Hg, Wg); local_crops: (B, T, M, 3, Hl, Wl) or None; mask: bool (B, T, N) or None.
         momentum: EMA momentum of the teacher for this step.
         clip_grad: max gradient norm of each parameter tensor (the released code's per-parameter
-            clipping, ref §5); 0 disables it.
+            clipping, as released); 0 disables it.
         update_center: False freezes the centers (to show collapse without centering).
         amp_dtype: ``torch.bfloat16`` / ``torch.float16`` autocast for the forward passes (losses are computed
             in float32 inside); None for full precision. ``scaler``: a GradScaler for float16.

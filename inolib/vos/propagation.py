@@ -1,4 +1,4 @@
-"""Label propagation for semi-supervised video object segmentation (App. A.2; released kernel, ref §6).
+"""Label propagation for semi-supervised video object segmentation (App. A.2; the released kernel).
 
 The first frame's labels are carried through the video by feature similarity. For each target frame t:
 
@@ -405,7 +405,7 @@ class FrameSize:
     @classmethod
     def for_frame(cls, H: int, W: int, short_side: int | None = 480, multiple: int = 8,
                   patch: int | None = None) -> "FrameSize":
-        """The size an H x W frame is resized to (one direct resize, no crop; ref §6.1).
+        """The size an H x W frame is resized to (one direct resize, no crop, as the released ``read_frame``).
 
         With ``short_side``: the short side becomes ``short_side`` and the long side
         ``int(short_side * long / short)`` (one division, as released: 1490 x 1490 gives 480, not 479), floored to

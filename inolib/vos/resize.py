@@ -1,4 +1,4 @@
-"""Frames -> network input for label propagation: resizing and normalisation (ref §6.1).
+"""Frames -> network input for label propagation: resizing and normalisation as the released inference does.
 
 Two modes (``propagation.resize``):
 

@@ -260,12 +260,19 @@ def load_backbone(path: str | Path, key: str | None = None, num_heads: int | Non
 
     The file is read with ``weights_only=True`` (:func:`read_checkpoint`); ``trust`` allows full unpickling."""
     path = Path(path)
-    vit, report = _backbone_from(read_checkpoint(path, trust=trust), path, key, num_heads)
+    return backbone_from(read_checkpoint(path, trust=trust), path, key, num_heads, device)
+
+
+def backbone_from(obj: Any, path: str | Path, key: str | None = None, num_heads: int | None = None,
+                  device: str | torch.device = "cpu") -> tuple[INOViT, dict]:
+    """:func:`load_backbone` on a checkpoint already read by :func:`read_checkpoint` (``path`` names it in errors),
+    so that a caller who also needs its config (:func:`config_from`) reads the file once."""
+    vit, report = _backbone_from(obj, Path(path), key, num_heads)
     return vit.to(device).eval(), report
 
 
 def _backbone_from(obj: Any, path: Path, key: str | None, num_heads: int | None) -> tuple[INOViT, dict]:
-    """:func:`load_backbone` on an already read checkpoint ``obj`` (``path`` names it in errors): CPU, float32."""
+    """The backbone of an already read checkpoint ``obj``: CPU, float32."""
     state, network = _pick_state(obj, path, key)
     state, head_keys = _clean(state)
     if num_heads is None and isinstance(obj, dict) and obj.get("format") == FORMAT:
@@ -314,6 +321,12 @@ def _config_of(obj: Any, path: Path) -> INOConfig:
         return INOConfig.from_dict(obj["config"])
     except (TypeError, ValueError, KeyError) as e:
         raise ValueError(f"{path}: its config does not parse: {e}") from None
+
+
+def config_from(obj: Any, path: str | Path) -> INOConfig:
+    """The :class:`INOConfig` of a checkpoint already read by :func:`read_checkpoint`; ``ValueError`` naming ``path``
+    for other formats and configs that do not parse."""
+    return _config_of(obj, Path(path))
 
 
 def read_config(path: str | Path, trust: bool = False) -> INOConfig:
@@ -365,12 +378,18 @@ def load_network(path: str | Path, key: str = "student", device: str | torch.dev
 
     Returns an :class:`inolib.model.INONetwork` in eval mode (float32) and the loss centers ``{"cls", "patch"}``,
     each (1, K). Raises ``ValueError`` naming the file when it holds no such head or no centers."""
+    path = Path(path)
+    return network_from(read_checkpoint(path), path, key, device)
+
+
+def network_from(obj: Any, path: str | Path, key: str = "student",
+                 device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """:func:`load_network` on a checkpoint already read by :func:`read_checkpoint` (``path`` names it in errors)."""
     from .model import INONetwork, build_head
 
     if key not in ("student", "teacher"):
         raise ValueError(f"key must be 'student' or 'teacher', got {key!r}")
     path = Path(path)
-    obj = read_checkpoint(path)
     vit, report = _backbone_from(obj, path, key, None)
     if not isinstance(obj, dict) or not isinstance(obj.get(f"{key}_head"), dict) or not isinstance(obj.get("center"), dict):
         raise ValueError(f"{path}: no {key} head or no loss centers in the file (export it with "

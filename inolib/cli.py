@@ -54,17 +54,6 @@ def config_from_args(args: argparse.Namespace, base: C.INOConfig | None = None) 
     return C.override(base if base is not None else C.get_preset(args.preset or "charades"), overrides)
 
 
-def _checkpoint_config(path: str, trust: bool = False) -> C.INOConfig | None:
-    """The configuration an inolib checkpoint was trained with (None for other formats or unreadable files:
-    loading the weights reports those)."""
-    from .checkpoint import read_config
-
-    try:
-        return read_config(path, trust=trust)
-    except (OSError, ValueError):
-        return None
-
-
 def _version(dist: str) -> str:
     try:
         return metadata.version(dist)
@@ -120,18 +109,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backbone(args: argparse.Namespace, cfg: C.INOConfig):
-    """The backbone to segment with: a checkpoint, or a random-init model of the preset (``--checkpoint random``)."""
+def _backbone(args: argparse.Namespace, cfg: C.INOConfig, checkpoint=None):
+    """The backbone to segment with: the checkpoint already read (:func:`inolib.checkpoint.read_checkpoint`), or a
+    random-init model of the preset (``--checkpoint random``)."""
     import torch
 
-    from .checkpoint import load_backbone
+    from .checkpoint import backbone_from
     from .model import build_backbone
 
     if args.checkpoint == "random":
         torch.manual_seed(args.seed)
         print(f"backbone: random initialisation of the {cfg.name!r} preset (a baseline, not a trained model)")
         return build_backbone(cfg.model).to(args.device).eval()
-    vit, rep = load_backbone(args.checkpoint, key=args.network, device=args.device, trust=args.trust_checkpoint)
+    vit, rep = backbone_from(checkpoint, args.checkpoint, key=args.network, device=args.device)
     print(f"backbone: {args.checkpoint} ({rep['format']}, network {rep['network']}): ViT-{rep['embed_dim']}/"
           f"{rep['patch_size']}, {rep['depth']} blocks, position table {rep['pos_table']}")
     return vit
@@ -201,13 +191,20 @@ def cmd_propagate(args: argparse.Namespace) -> int:
     from .data.user_video import VideoSequence
     from .vos.segment import check_propagation_config, segment_davis, segment_video, segment_ytvos
 
-    base = None
-    if args.preset is None and args.checkpoint != "random":  # an inolib checkpoint brings its own settings
-        base = _checkpoint_config(args.checkpoint, getattr(args, "trust_checkpoint", False))
-    cfg = config_from_args(args, base)
+    from .checkpoint import FORMAT, config_from, read_checkpoint
+
     sources = [x for x in (args.davis, args.ytvos, args.video) if x]
     if len(sources) != 1:
         raise ValueError("give exactly one of --davis ROOT, --ytvos ROOT or --video FILE")
+    checkpoint, base = None, None
+    if args.checkpoint != "random":  # the file is read once: its weights, and an inolib file's own settings
+        checkpoint = read_checkpoint(args.checkpoint, trust=args.trust_checkpoint)
+        if args.preset is None and isinstance(checkpoint, dict) and checkpoint.get("format") == FORMAT:
+            try:
+                base = config_from(checkpoint, args.checkpoint)
+            except ValueError:
+                base = None  # an unparsable config: the backbone load warns about it, the weights still load
+    cfg = config_from_args(args, base)
     p = cfg.propagation
     check_propagation_config(p)  # the --propagation.* values, before anything is loaded
     _check_device(args.device)
@@ -247,7 +244,8 @@ def cmd_propagate(args: argparse.Namespace) -> int:
     _output_folder(out, "--out")
     for target in targets:
         _path_free(target, True, "--out")
-    vit = _backbone(args, cfg)
+    vit = _backbone(args, cfg, checkpoint)
+    del checkpoint  # the backbone holds the weights now
     print(f"propagation: block {p.feature_block}, k={p.topk}, {p.num_context} context frames, radius {p.radius}, "
           f"short side {p.short_side}")
     if args.davis:

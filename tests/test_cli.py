@@ -209,7 +209,7 @@ def test_empty_or_folder_checkpoint_is_a_clear_error(tmp_path, capsys):
         assert match in capsys.readouterr().err
 
 
-def test_propagate_takes_an_inolib_checkpoint_s_own_settings(tmp_path, data_dir, capsys):
+def test_propagate_takes_an_inolib_checkpoint_s_own_settings(tmp_path, data_dir, capsys, monkeypatch):
     """Without --preset, a tiny checkpoint propagates with the tiny preset's settings (block 4 of 6, short side
     240), not the paper's block 7 of a 12-block ViT; --preset and --propagation.* still override."""
     from inolib import config as C
@@ -223,7 +223,14 @@ def test_propagate_takes_an_inolib_checkpoint_s_own_settings(tmp_path, data_dir,
     davis = tmp_path / "davis"
     write_davis_layout(make_synthetic_video(5, 64, 96, 1, 0, seed=30_001, name="s"), davis)
     ck = str(tmp_path / "run/checkpoint.pth")
+    import torch
+
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: loads.append(str(f)) or real_load(f, *a, **k))
     assert main(["propagate", "--checkpoint", ck, "--davis", str(davis), "--out", str(tmp_path / "o")]) == 0
+    assert loads == [ck]  # the file is read once: its settings and its weights
+    monkeypatch.undo()
     assert "block 1," in capsys.readouterr().out
     assert main(["propagate", "--checkpoint", ck, "--davis", str(davis), "--out", str(tmp_path / "o2"),
                  "--propagation.feature_block", "2"]) == 0

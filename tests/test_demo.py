@@ -87,12 +87,17 @@ def test_export_backbones_is_small_and_loads_like_the_run(tmp_path, data_dir):
         assert torch.allclose(fa, fb, atol=2e-2, rtol=1e-2)  # fp16 weights, float32 compute
 
 
-def test_run_demo_writes_the_report_with_three_feature_extractors(tmp_path, data_dir):
-    from inolib.course.demo import run_demo
+def test_run_demo_writes_the_report_with_three_feature_extractors(tmp_path, data_dir, monkeypatch):
+    import torch
+
+    from inolib.course.demo import SHIPPED, run_demo
 
     data = _fake_data(tmp_path, data_dir)
-    lines = []
+    lines, loads = [], []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: loads.append(str(f)) or real_load(f, *a, **k))
     r = run_demo(data, tmp_path / "out", train_seconds=3, echo=lines.append)
+    assert loads.count(str(data / SHIPPED)) == 1  # the shipped file is read once: its config and its weights
     assert set(r["jf"]) == {"shipped", "random init", "raw pixels"}
     assert all(0 <= g["J&F-Mean"] <= 1 for g in r["jf"].values())
     page = r["report"].read_text()

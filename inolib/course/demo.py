@@ -129,7 +129,7 @@ def run_demo(data_dir: str | Path = "data", out_dir: str | Path = "runs/demo", c
     Returns ``{"jf": {method: global J&F row}, "report": Path}``.
     """
     from ..atomic import is_inside
-    from ..checkpoint import load_backbone, read_config
+    from ..checkpoint import backbone_from, config_from, read_checkpoint
     from ..vos.metrics import evaluate_davis
     from ..model import build_backbone
     from ..vos.baselines import PixelFeatures
@@ -147,7 +147,8 @@ def run_demo(data_dir: str | Path = "data", out_dir: str | Path = "runs/demo", c
     if is_inside(out_dir, data_dir):
         raise ValueError(f"--out {out_dir}: inside the --data folder {data_dir}, the demo's input; choose a folder "
                          "outside it (default runs/demo)")
-    shipped_cfg = read_config(checkpoint)
+    obj = read_checkpoint(checkpoint)  # read once: its config now, its backbone after the live run
+    shipped_cfg = config_from(obj, checkpoint)
     prop = shipped_cfg.propagation if short_side is None else C.override(
         shipped_cfg, {"propagation.short_side": short_side}).propagation
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +165,8 @@ def run_demo(data_dir: str | Path = "data", out_dir: str | Path = "runs/demo", c
         echo(f"    {trainer.step} steps, loss {last.get('loss', float('nan')):.3f}")
 
     torch.manual_seed(seed)
-    shipped, _ = load_backbone(checkpoint, key="student", device=device)
+    shipped, _ = backbone_from(obj, checkpoint, key="student", device=device)
+    del obj
     networks = {"shipped": shipped,
                 "random init": build_backbone(shipped_cfg.model).to(device).eval(),
                 "raw pixels": PixelFeatures(shipped_cfg.model.patch_size).to(device)}

@@ -48,12 +48,13 @@ def load_shipped_network(device: str | torch.device = "cpu", network: str = "stu
     ``net`` is an :class:`inolib.model.INONetwork` (``network``: student or teacher), ``centers`` the run's final
     loss centers ``{"cls": (1, K), "patch": (1, K)}``, ``random_net`` a random initialisation of the same network
     (seed 0: its backbone is the ``random`` of :func:`load_shipped`)."""
-    from ..checkpoint import load_network, read_config
+    from ..checkpoint import config_from, network_from, read_checkpoint
     from ..model import build_network
 
-    folder = data_dir() / "checkpoints"
-    net, centers = load_network(folder / "ino_tiny.pth", key=network, device=device)
-    cfg = read_config(folder / "ino_tiny.pth")  # the file once more: load_network returns no config
+    path = data_dir() / "checkpoints" / "ino_tiny.pth"
+    obj = read_checkpoint(path)  # read once: the network and its config
+    net, centers = network_from(obj, path, key=network, device=device)
+    cfg = config_from(obj, path)
     torch.manual_seed(0)
     return net, centers, build_network(cfg.model).to(device).eval()
 

@@ -353,3 +353,15 @@ def test_collate_gathers_skips():
          "frames": torch.arange(4), "video": "a.mp4", "skipped": [("b.mp4", "bad")]}
     b = collate_clips([s, {**s, "skipped": []}])
     assert b["globals"].shape == (2, 4, 3, 8, 8) and b["skipped"] == [("b.mp4", "bad")]
+
+
+def test_steps_per_epoch_is_one_rule_for_the_trainer_and_the_sizing():
+    from inolib import config as C
+    from inolib.run.launch import run_size
+
+    s = ClipSampler([5] * 3, 5, world_size=2)  # 15 clips, 8 per rank (padded)
+    assert len(s) == 8 and s.steps_per_epoch(3) == 2 and s.steps_per_epoch(8) == 1
+    with pytest.raises(ValueError, match="fewer than one batch of 9.*optim.batch_size_per_gpu"):
+        s.steps_per_epoch(9)
+    cfg = C.override(C.smoke(), {"optim.batch_size_per_gpu": "3", "crops.clips_per_video": "5"})
+    assert run_size(cfg, 3, 2)["steps_per_epoch"] == s.steps_per_epoch(3)

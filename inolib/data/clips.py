@@ -108,6 +108,15 @@ class ClipSampler(Sampler):
             raise ValueError("no video has enough frames for a clip")
         self._per_rank = math.ceil(total / world_size)
 
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Optimizer steps in one epoch of this process: whole batches of ``batch_size`` clips (the remainder of a
+        process's share is dropped, as the loader's ``drop_last``). ValueError when not even one batch fits."""
+        steps = len(self) // batch_size
+        if steps == 0:
+            raise ValueError(f"{len(self)} clips per process, fewer than one batch of {batch_size}: add videos or "
+                             "lower optim.batch_size_per_gpu / raise crops.clips_per_video")
+        return steps
+
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epoch = int(epoch)
         self.skip = max(0, int(skip))

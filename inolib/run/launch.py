@@ -94,9 +94,7 @@ def run_size(cfg: C.INOConfig, num_videos: int, world_size: int, starts_per_vide
     starts = k if starts_per_video is None else starts_per_video
     sampler = ClipSampler([starts] * num_videos, k, world_size=world_size)
     B = cfg.optim.batch_size_per_gpu
-    steps = len(sampler) // B
-    if steps == 0:
-        raise ValueError(f"{len(sampler)} clips per process, fewer than one batch of {B}")
+    steps = sampler.steps_per_epoch(B)
     total = len(make_schedules(cfg.optim, steps, cfg.crops.clip_len, world_size)["lr"])
     return {"clips_per_epoch": num_videos * min(starts, k), "clips_per_process": len(sampler),
             "clips_per_step": B * world_size, "frames_per_step": B * world_size * cfg.crops.clip_len,

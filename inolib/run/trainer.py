@@ -301,11 +301,7 @@ class Trainer:
         self.dataset = ClipDataset(index, cfg.crops)
         self.sampler = ClipSampler(self.dataset.num_starts, cfg.crops.clips_per_video, seed=cfg.optim.seed,
                                    rank=self.dist.rank, world_size=self.dist.world_size)
-        B = cfg.optim.batch_size_per_gpu
-        self.steps_per_epoch = len(self.sampler) // B
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"{len(self.sampler)} clips per process, fewer than one batch of {B}: add videos or "
-                             "lower optim.batch_size_per_gpu / raise crops.clips_per_video")
+        self.steps_per_epoch = self.sampler.steps_per_epoch(cfg.optim.batch_size_per_gpu)
         self.skips = SkipLog(self.dataset.index_skipped)
 
         # networks, loss, optimiser, schedules

@@ -2,7 +2,7 @@
 #   make demo   -- create .venv if missing, install, run the demo on bundled data
 #   make test   -- create .venv if missing, install, run every test (unit tests, then notebooks)
 # On a machine with one CUDA GPU:
-#   make gpu-check -- every GPU figure in one run of under 8 minutes (README "GPU check")
+#   make gpu-check -- every GPU figure in one run of under 8 minutes (docs/gpu_check.md)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -64,8 +64,8 @@ test-browser: $(STAMP)
 	$(PY) tests/browser/check_widgets.py --notebooks notebooks/01_data_and_crops.ipynb notebooks/02_vit_tokens.ipynb notebooks/04_out_g2g.ipynb notebooks/06_in_mim.ipynb notebooks/07_in_aff.ipynb notebooks/08_training_on_a_laptop.ipynb notebooks/10_label_propagation.ipynb notebooks/11_your_own_video.ipynb
 
 # One GPU check: benchmarks/gpu_check.py on one CUDA GPU, under 8 minutes, results in GPU_CHECK_OUT.
-# No install step: a lent GPU machine reaches no package registry. GPU_PY is .venv's python when there is one, else
-# python3; there, put the wheels of `make gpu-wheels` on PYTHONPATH first (README "GPU check").
+# No install step: a GPU machine may reach no package registry. GPU_PY is .venv's python when there is one, else
+# python3; there, put the wheels of `make gpu-wheels` on PYTHONPATH first (docs/gpu_check.md).
 GPU_PY        ?= $(if $(wildcard $(PY)),$(PY),python3)
 GPU_CHECK_OUT ?= outputs/gpu_check_results.md
 gpu-check:

@@ -1,8 +1,8 @@
-"""Download, here, the wheels the GPU check needs and the lent GPU machine lacks (it reaches no package registry).
+"""Download, here, the wheels the GPU check needs and a GPU machine without a package registry lacks.
 
     .venv/bin/python benchmarks/gpu_wheels.py            # -> .whl/*.whl (about 40 MB), ignored by git
 
-The GPU machine's image (the device tool's KINDS.md, read 2026-11-17) has Python 3.12 with torch, torchvision, timm,
+The GPU machine's image this was written for (its package list of 2026-11-17) has Python 3.12 with torch, torchvision, timm,
 numpy, matplotlib, tqdm, tensorboard and psutil, but not decord2 (the training videos), nbclient / ipykernel (the
 lessons) or ipywidgets (the lessons import inolib.course.widgets). This script takes the versions installed in this
 environment (the ones the tests ran with) of those packages and of every dependency the image does not have, and
@@ -28,7 +28,7 @@ from packaging.requirements import Requirement
 REPO = Path(__file__).resolve().parents[1]
 WANTED = ["decord2", "nbclient", "nbformat", "ipykernel", "jupyter_client", "ipywidgets", "timm"]
 ALWAYS = {"timm"}  # carried even though the image has a timm (its version is unknown)
-# "Python packages already there" on the nvidia-h200 image (the device tool's KINDS.md, 2026-11-17)
+# the Python packages already on that image (its package list of 2026-11-17)
 ON_DEVICE = """absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build
 certifi charset-normalizer chex click cloudpickle cmake colorama contourpy coverage cuda-bindings cuda-core
 cuda-pathfinder cuda-toolkit cupy-cuda13x cycler cython diffrax e3nn einops equinox etils execnet filelock flatbuffers

@@ -141,7 +141,7 @@ def main() -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     cfg = C.smoke() if args.dry else C.tiny()
-    # the hard scenes: on the plain ones every feature extractor scores ~0.93 (BENCHMARKS.md, session 5)
+    # the hard scenes: on the plain ones every feature extractor scores ~0.93 (BENCHMARKS.md, "The shipped model")
     held_root = write_held_out_davis(out / "held_out_hard", args.held_out, cfg.synthetic,
                                      num_frames=12 if args.dry else 48, scene=HARD_SCENE)
     davis = load_davis_for_validation(REPO / "data/davis_sample/DAVIS",

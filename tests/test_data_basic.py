@@ -67,7 +67,7 @@ def test_ffmpeg_does_not_flood_the_terminal_on_a_damaged_file(tmp_path, data_dir
 
 
 def test_decoder_and_torch_matmul_live_together(data_dir):
-    """decord2 imported before a CUDA build of torch crashes torch's CPU matmul (README, "Install"): importing
+    """decord2 imported before a CUDA build of torch crashes torch's CPU matmul (docs/install.md): importing
     inolib and then reading a video must leave matrix products working, in a fresh process."""
     import subprocess
     import sys

@@ -90,3 +90,17 @@ def test_no_citation_of_an_unshipped_note_and_no_path_into_tests():
             paths.append(name)
     assert not refs, f"cite the paper, the released code or docs/released_code.md instead: {refs}"
     assert not paths, f"import the transcriptions from inolib.released, not through sys.path: {paths}"
+
+
+def test_the_readme_is_short_and_its_links_resolve():
+    text = (REPO / "README.md").read_text()
+    assert len(text.split()) <= 1700, "the README is read in minutes: move detail into docs/"
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)", page.read_text()):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.name} -> {target}")
+    assert not broken, broken
+    for doc in ("training.md", "propagation.md", "checkpoints.md", "gpu_check.md", "released_code.md", "modules.md"):
+        assert f"docs/{doc}" in text, f"the README links docs/{doc}"

@@ -297,7 +297,7 @@ def test_ino_propagate_memory_does_not_grow_with_the_video_length(tmp_path):
     write_ids_png(tmp_path / "first.png", clip.masks[0])
     # one process (the imports once), two runs: before each the high-water mark of resident memory is reset
     # (clear_refs 5) and after it VmHWM is read back (getrusage's ru_maxrss would carry the parent's size over);
-    # torch is imported before decord: decord2 imported first breaks torch's CPU matmul (README, "Install")
+    # torch is imported before decord: decord2 imported first breaks torch's CPU matmul (docs/install.md)
     code = """
 import sys, torch, decord, inolib.cli, inolib.vos.segment, inolib.course.viz, inolib.model, inolib.checkpoint
 def run(name):

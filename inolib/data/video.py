@@ -61,7 +61,7 @@ _QUIETED = []  # whether ffmpeg's own log was turned down (once per process)
 
 def _import_decord():
     # torch first: decord2 imported before a CUDA build of torch loads NVBLAS globally and torch's CPU matmul then
-    # crashes (README, "Install"). This module imports torch at the top; the line below keeps it so if that moves.
+    # crashes (docs/install.md). This module imports torch at the top; the line below keeps it so if that moves.
     import torch  # noqa: F401
 
     try:

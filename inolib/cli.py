@@ -279,21 +279,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .run.trainer import Trainer, check_run_args
+    from .run.trainer import Trainer
 
-    # every flag is checked before any work: no folder made, no video indexed, no model built
-    cfg = C.validate(config_from_args(args))
-    eval_every = 250 if args.eval_every is None else args.eval_every
-    check_run_args(max_steps=args.max_steps, log_every=args.log_every, save_every=args.save_every,
-                   keep_every=args.keep_every, eval_every=eval_every)
-    if args.eval_every is not None and args.eval_davis is None:
-        raise ValueError(f"--eval-every {args.eval_every}: J&F is measured only with --eval-davis ROOT (a DAVIS "
-                         "folder such as data/davis_sample/DAVIS); give both or neither")
+    # every flag is checked before any work (no folder made, no video indexed, no model built): the config and the
+    # run's numbers by the Trainer, the rest here
+    cfg = config_from_args(args)
     _check_device(args.device)
     trainer = Trainer(cfg, args.data, args.out, device=args.device, resume=not args.no_resume,
                       log_every=args.log_every, save_every=args.save_every, keep_every=args.keep_every,
                       tensorboard=not args.no_tensorboard, max_steps=args.max_steps, eval_davis=args.eval_davis,
-                      eval_every=eval_every, video_root=args.video_root)
+                      eval_every=args.eval_every, video_root=args.video_root)
     if trainer.dist.is_main:
         print(f"training {cfg.name!r} on {len(trainer.dataset.videos)} videos: {trainer.steps_per_epoch} steps per "
               f"epoch x {trainer.total_steps // trainer.steps_per_epoch} epochs, {trainer.dist.world_size} process(es) on {trainer.device}"

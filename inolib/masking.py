@@ -48,6 +48,10 @@ def random_mask(
     Returns bool (B, T, N), N = grid[0] * grid[1]; masked with probability ``prob``, all False otherwise.
     """
     _check_ratio(ratio, prob)
+    return _random_mask(batch_size, num_frames, grid, ratio, prob, generator)
+
+
+def _random_mask(batch_size, num_frames, grid, ratio, prob, generator) -> torch.Tensor:
     N = grid[0] * grid[1]
     mask = torch.zeros(N, dtype=torch.bool)
     if torch.rand((), generator=generator).item() < prob:
@@ -103,6 +107,10 @@ def block_mask(
     _check_ratio(ratio, prob)
     if not 0 < aspect <= 1:
         raise ValueError(f"block aspect must be in (0, 1], got {aspect}")
+    return _block_mask(batch_size, num_frames, grid, ratio, prob, generator, min_patches, aspect)
+
+
+def _block_mask(batch_size, num_frames, grid, ratio, prob, generator, min_patches, aspect) -> torch.Tensor:
     h, w = grid
     N = h * w
     mask = torch.zeros(batch_size, N, dtype=torch.bool)
@@ -116,12 +124,22 @@ def block_mask(
 def make_mask(cfg: MaskConfig, batch_size: int, num_frames: int, grid: tuple[int, int],
               generator: torch.Generator | None = None) -> torch.Tensor:
     """The mask of one training step as ``cfg`` says: bool (B, T, N)."""
+    return mask_sampler(cfg)(batch_size, num_frames, grid, generator)
+
+
+def mask_sampler(cfg: MaskConfig):
+    """``cfg`` checked once, then a function ``draw(batch_size, num_frames, grid, generator) -> bool (B, T, N)``
+    that draws the mask of a step (the trainer draws one per step). ValueError naming ``masking.mode`` or the
+    ratio, probability or block aspect that cannot work."""
+    if cfg.mode not in ("random", "block"):
+        raise ValueError(f"masking.mode must be 'random' or 'block', got {cfg.mode!r}")
+    _check_ratio(cfg.ratio, cfg.prob)
     if cfg.mode == "random":
-        return random_mask(batch_size, num_frames, grid, cfg.ratio, cfg.prob, generator)
-    if cfg.mode == "block":
-        return block_mask(batch_size, num_frames, grid, cfg.ratio, cfg.prob, generator,
-                          cfg.block_min_patches, cfg.block_aspect)
-    raise ValueError(f"masking.mode must be 'random' or 'block', got {cfg.mode!r}")
+        return lambda B, T, grid, generator=None: _random_mask(B, T, grid, cfg.ratio, cfg.prob, generator)
+    if not 0 < cfg.block_aspect <= 1:
+        raise ValueError(f"block aspect must be in (0, 1], got {cfg.block_aspect}")
+    return lambda B, T, grid, generator=None: _block_mask(B, T, grid, cfg.ratio, cfg.prob, generator,
+                                                          cfg.block_min_patches, cfg.block_aspect)
 
 
 def masked_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -199,3 +199,26 @@ def test_prob_is_the_probability_of_masking(mode, prob):
     n = 400
     rate = sum(bool(make_mask(cfg, 1, 2, GRID, g).any()) for _ in range(n)) / n
     assert abs(rate - prob) < 0.07, f"{mode}: masked in {rate:.2f} of steps at prob {prob}"
+
+
+def test_the_trainer_checks_the_masking_config_once_and_draws_the_same_masks(tmp_path, data_dir, monkeypatch):
+    from dataclasses import replace
+
+    from inolib import config as C
+    from inolib import masking
+    from inolib.run.trainer import Trainer
+
+    for mode in ("random", "block"):
+        cfg = replace(C.smoke().masking, mode=mode, prob=1.0)
+        draw = masking.mask_sampler(cfg)
+        a = draw(2, 3, (6, 7), torch.Generator().manual_seed(5))
+        b = masking.make_mask(cfg, 2, 3, (6, 7), torch.Generator().manual_seed(5))
+        assert a.shape == (2, 3, 42) and a.any() and torch.equal(a, b)
+    with pytest.raises(ValueError, match="masking.mode"):
+        masking.mask_sampler(replace(C.smoke().masking, mode="grid"))
+    calls = []
+    real = masking._check_ratio
+    monkeypatch.setattr(masking, "_check_ratio", lambda *a: calls.append(a) or real(*a))
+    tr = Trainer(C.smoke(), data_dir / "videos", tmp_path, progress=False, tensorboard=False, max_steps=3)
+    tr.fit()
+    assert tr.step == 3 and len(calls) == 1  # at construction, not at every step

@@ -30,7 +30,7 @@ from ..data.clips import ClipDataset, ClipSampler, SkipLog, UnusableVideos, _see
 from ..data.index import VideoIndex, resolve_sources
 from ..distributed import all_reduce_mean, barrier, ready
 from ..losses import INOLoss
-from ..masking import make_mask
+from ..masking import mask_sampler
 from ..model import build_network
 from ..schedules import make_schedules, param_groups
 from ..teacher import ema_update, make_teacher, unwrap
@@ -250,7 +250,7 @@ class Trainer:
     def __init__(self, cfg: INOConfig, sources, out_dir: str | Path, device: str | torch.device = "cpu",
                  resume: bool = True, log_every: int = 10, save_every: int = 500, keep_every: int = 5,
                  progress: bool = True, tensorboard: bool = True, max_steps: int | None = None,
-                 index_workers: int = 8, eval_davis: str | Path | None = None, eval_every: int = 250,
+                 index_workers: int = 8, eval_davis: str | Path | None = None, eval_every: int | None = None,
                  eval_networks: tuple[str, ...] = ("student", "teacher"), max_seconds: float | None = None,
                  video_root: str | Path | None = None):
         from ..distributed import init_distributed
@@ -258,8 +258,14 @@ class Trainer:
         # everything given is checked before any work (no video indexed, no model built, no folder made)
         validate(cfg)
         check_run_args(max_steps=max_steps, log_every=log_every, save_every=save_every, keep_every=keep_every,
-                       eval_every=eval_every, max_seconds=max_seconds, index_workers=index_workers)
+                       eval_every=250 if eval_every is None else eval_every, max_seconds=max_seconds,
+                       index_workers=index_workers)
+        if eval_every is not None and eval_davis is None:
+            raise ValueError(f"--eval-every {eval_every}: J&F is measured only with --eval-davis ROOT (a DAVIS "
+                             "folder such as data/davis_sample/DAVIS); give both or neither")
+        eval_every = 250 if eval_every is None else eval_every  # steps between evaluations, with eval_davis
         self.cfg = cfg
+        self._draw_mask = mask_sampler(cfg.masking)  # the masking config, checked once
         self.out = Path(out_dir)
         self.dist = init_distributed(device)
         self.device = self.dist.device
@@ -468,7 +474,7 @@ class Trainer:
         if not (self.cfg.loss.mim or self.cfg.loss.aff):
             return None
         g = torch.Generator().manual_seed(_seed(self.cfg.optim.seed, self.step))
-        return make_mask(self.cfg.masking, batch_size, self.cfg.crops.clip_len, self.grid, g)
+        return self._draw_mask(batch_size, self.cfg.crops.clip_len, self.grid, g)
 
     def evaluate(self) -> dict:
         """J&F-Mean of each of ``eval_networks`` on the ``eval_davis`` sequences (main process; the others wait).

@@ -448,8 +448,10 @@ def problems(cfg: INOConfig) -> list[str]:
     at_least("propagation.short_side", 0, "0: no resize")
     least = max(m.patch_size, p.round_to)
     if p.short_side and p.short_side < least:
-        bad("propagation.short_side", f"is smaller than one {m.patch_size}-pixel patch (and the long side is floored "
-                                      f"to a multiple of {p.round_to or m.patch_size}): use at least {least}")
+        what = (f"one {m.patch_size}-pixel patch" if least == m.patch_size else
+                f"--propagation.round_to {p.round_to} (the long side is floored to a multiple of it, the short side "
+                f"to one of the patch size)")
+        bad("propagation.short_side", f"is smaller than {what}: no feature grid is left; use at least {least}")
     choice("propagation.resize", ("released", "antialias"))
     if not 1 <= p.feature_block <= max(m.depth, 1):
         bad("propagation.feature_block", f"must be a block of the ViT: 1..{m.depth} (--model.depth)")
@@ -463,6 +465,14 @@ def problems(cfg: INOConfig) -> list[str]:
     positive("synthetic.fps")
     at_least("synthetic.seed", 0)
     return out
+
+
+def propagation_problems(p: PropagationConfig, patch_size: int | None = None, depth: int | None = None) -> list[str]:
+    """:func:`problems`' rules for the propagation section alone, for a ViT of ``patch_size`` and ``depth``
+    (None: not known yet, e.g. before a checkpoint is read; the rules that need them wait)."""
+    patch = patch_size or 1
+    model = dataclasses.replace(ModelConfig(), patch_size=patch, pos_embed_size=8 * patch, depth=depth or 10**6)
+    return [line for line in problems(INOConfig(model=model, propagation=p)) if line.startswith("--propagation.")]
 
 
 def validate(cfg: INOConfig) -> INOConfig:

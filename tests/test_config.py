@@ -169,3 +169,24 @@ def test_validate_lists_every_problem_and_checks_types():
     cfg = dataclasses.replace(C.smoke(), loss=dataclasses.replace(C.smoke().loss, teacher_temp="0.04"))
     with pytest.raises(ValueError, match="--loss.teacher_temp 0.04: must be a number"):
         C.validate(cfg)
+
+
+def test_propagation_rules_are_the_config_rules():
+    """vos.segment checks the propagation settings with config's own rules (one rule set, not two)."""
+    from inolib.model import build_backbone
+    from inolib.vos.segment import check_propagation_config, segment_sequence
+
+    bad = C.override(C.smoke(), {"propagation.topk": "0", "propagation.radius": "-1", "propagation.short_side": "4",
+                                 "propagation.feature_block": "9"})
+    m = bad.model
+    mine = C.propagation_problems(bad.propagation, m.patch_size, m.depth)
+    assert mine == [line for line in C.problems(bad) if line.startswith("--propagation.")] and len(mine) == 4
+    assert C.propagation_problems(C.smoke().propagation, 8, 2) == []
+    unknown = C.propagation_problems(bad.propagation)  # patch and depth unknown: their rules wait
+    assert len(unknown) == 3 and "feature_block" not in " ".join(unknown) and "round_to 8" in unknown[2]
+    with pytest.raises(ValueError, match=r"--propagation.topk 0: must be >= 1.*--propagation.radius -1"):
+        check_propagation_config(bad.propagation)
+    vit = build_backbone(C.smoke().model).eval()
+    deep = C.override(C.smoke(), {"propagation.feature_block": "3"}).propagation  # the smoke ViT has 2 blocks
+    with pytest.raises(ValueError, match=r"--propagation.feature_block 3: must be a block of the ViT: 1..2"):
+        segment_sequence(vit, None, deep)

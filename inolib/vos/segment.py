@@ -18,17 +18,16 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
 from ..atomic import is_inside
-from ..config import PropagationConfig
+from ..config import PropagationConfig, propagation_problems
 from ..data.vos_datasets import (VOSSequence, list_davis_sequences, list_ytvos_videos, read_davis_sequence,
                                  read_ytvos_sequence)
 from ..model import INOViT
-from .propagation import FrameSize, Propagator, check_parameters, labels_to_grid, labels_to_ids
+from .propagation import FrameSize, Propagator, labels_to_grid, labels_to_ids
 from .resize import check_resize_mode, frames_to_input
 from .writers import _shape_of, write_ids_png, write_overlay_gif
 
@@ -67,25 +66,18 @@ def _num_classes(seq: VOSSequence) -> int:
     return max(seq.object_ids, default=0) + 1
 
 
-def check_propagation_config(cfg: PropagationConfig, patch_size: int | None = None) -> None:
-    """ValueError naming the ``propagation.<field>`` (the ``--propagation.<field>`` flag) that cannot work:
-    top-k, radius, temperature, context length, sizes; with ``patch_size``, a ``short_side`` below one patch."""
-    check_parameters(topk=cfg.topk, radius=cfg.radius, temperature=cfg.temperature, num_context=cfg.num_context,
-                     prefix="propagation.")
-    check_resize_mode(cfg.resize)
-    def whole(v) -> bool:
-        return not isinstance(v, bool) and isinstance(v, (int, np.integer))
+def check_propagation_config(cfg: PropagationConfig, patch_size: int | None = None, depth: int | None = None) -> None:
+    """ValueError naming each ``--propagation.<field>`` that cannot work (the rules of
+    :func:`inolib.config.propagation_problems`), for a ViT of ``patch_size`` and ``depth`` when given."""
+    found = propagation_problems(cfg, patch_size, depth)
+    if found:
+        raise ValueError("; ".join(found))
 
-    for name, zero in (("short_side", "no resize"), ("round_to", "the patch size")):
-        v = getattr(cfg, name)
-        if v is not None and (not whole(v) or v < 0):
-            raise ValueError(f"propagation.{name} must be a whole number >= 0 (0: {zero}), got {v!r}")
-    if not whole(cfg.feature_block) or cfg.feature_block < 1:
-        raise ValueError(f"propagation.feature_block must be a block number >= 1, got {cfg.feature_block!r}")
-    if patch_size is not None and cfg.short_side and cfg.short_side < max(patch_size, cfg.round_to or 0):
-        raise ValueError(f"propagation.short_side {cfg.short_side} is smaller than one {patch_size}-pixel patch "
-                         f"(and the long side is floored to a multiple of {cfg.round_to or patch_size}): no feature "
-                         f"grid is left; use at least {max(patch_size, cfg.round_to or 0)} (480 as released)")
+
+def _check(cfg: PropagationConfig, vit: INOViT) -> None:
+    """The settings against this network: its patch size and, for a ViT, its depth (``feature_block``)."""
+    blocks = getattr(vit, "blocks", None)
+    check_propagation_config(cfg, vit.patch_embed.patch_size[0], len(blocks) if blocks is not None else None)
 
 
 def _first_mask_file(seq) -> str:
@@ -106,7 +98,7 @@ def segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, devi
     ``features`` (T, D, h, w): the sequence's features already extracted with these settings (see
     :func:`sequence_features`), to propagate them again with other propagation settings.
     """
-    check_propagation_config(cfg, vit.patch_embed.patch_size[0])
+    _check(cfg, vit)
     return torch.stack(list(_iter_segment(vit, seq, cfg, device, batch, first_label_mode, progress, features)))
 
 
@@ -128,7 +120,7 @@ def sequence_features(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, dev
     """The features label propagation uses for every frame of ``seq``: float (T, D, h, w) on the CPU (block
     ``cfg.feature_block``, frames resized as ``cfg`` says), for :func:`segment_sequence`'s ``features``."""
     patch = vit.patch_embed.patch_size[0]
-    check_propagation_config(cfg, patch)
+    _check(cfg, vit)
     size, _ = _propagation_size(seq, cfg, patch)
     return torch.stack([f.cpu() for f in extract_features(vit, seq.load_frames, seq.num_frames, size,
                                                           cfg.feature_block, batch, torch.device(device),
@@ -145,7 +137,7 @@ def iter_segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig,
     configuration is checked first (:func:`check_propagation_config`); a sequence without any object in its
     masks (only background or void) is a ValueError naming the mask, as for :class:`VideoSequence`.
     """
-    check_propagation_config(cfg, vit.patch_embed.patch_size[0])
+    _check(cfg, vit)
     yield from _iter_segment(vit, seq, cfg, device, batch, first_label_mode, progress, features)
 
 
@@ -215,7 +207,7 @@ def segment_davis(vit: INOViT, davis_root: str | Path, out_dir: str | Path, cfg:
         raise ValueError(f"out_dir {out_dir}: inside the DAVIS folder {davis_root}, an input folder that must not be "
                          "written into; choose a folder outside it")
     names = sequences or list_davis_sequences(davis_root, split, resolution)
-    check_propagation_config(cfg, vit.patch_embed.patch_size[0])
+    _check(cfg, vit)
     seqs = [read_davis_sequence(davis_root, name, resolution) for name in names]  # every input checked first
     for seq in seqs:
         if not seq.object_ids:
@@ -240,7 +232,7 @@ def segment_ytvos(vit: INOViT, ytvos_root: str | Path, out_dir: str | Path, cfg:
         raise ValueError(f"out_dir {out_dir}: inside the YouTube-VOS folder {ytvos_root}, an input folder that must "
                          "not be written into; choose a folder outside it")
     names = videos or list_ytvos_videos(ytvos_root, split)
-    check_propagation_config(cfg, vit.patch_embed.patch_size[0])
+    _check(cfg, vit)
     done = []
     for name in tqdm(names, desc="videos", unit="video", disable=not progress):
         seq = read_ytvos_sequence(ytvos_root, name, split)
@@ -255,7 +247,7 @@ def segment_video(vit: INOViT, seq, out_dir: str | Path, cfg: PropagationConfig,
     ``out_dir/<name>/<frame:05d>.png`` for every frame and ``out_dir/<name>_overlay.gif`` (the masks over the
     frames), each mask as soon as it is final. Returns (masks written, the GIF's path)."""
     out_dir = Path(out_dir)
-    check_propagation_config(cfg, vit.patch_embed.patch_size[0])
+    _check(cfg, vit)
     target = out_dir / seq.name
     count = 0
 
@@ -277,7 +269,7 @@ def write_sequence(vit: INOViT, seq, target: str | Path, cfg: PropagationConfig,
     depend on the number of frames; every PNG is written atomically). With ``resume`` skip a sequence whose PNGs
     are all there and whose last one reads back at the frame's size. Returns whether it was segmented.
     ``progress`` shows a bar over the frames."""
-    check_propagation_config(cfg, vit.patch_embed.patch_size[0])
+    _check(cfg, vit)
     return _write_sequence(vit, seq, target, cfg, device, resume, progress)
 
 

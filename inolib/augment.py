@@ -79,14 +79,15 @@ class MultiCrop:
 
 def crop_boxes(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], num: int,
                seed: int = 0) -> torch.Tensor:
-    """``num`` crop boxes of an H x W frame drawn as ``RandomResizedCrop`` draws them: long (num, 4) rows
-    (top, left, box height, box width) in pixels.
+    """``num`` crop boxes of an H x W frame drawn as ``RandomResizedCrop`` draws them (Sec. 3.2, App. A.1): long
+    (num, 4) rows (top, left, box height, box width) in pixels.
 
-    The rule (torchvision's): up to 10 tries of an area ``s * H * W`` with s ~ U(scale) and an aspect ratio
-    w / h log-uniform in ``ratio``; the first box that fits in the frame is taken. When none fits, the fallback is
-    the centred box of the frame clipped to the ratio range (the whole frame when its own aspect ratio is inside
-    it). Seeded by ``seed`` alone (torch's global generator is left as it was).
+    Up to 10 tries, then a centred fallback box, as torchvision. Seeded by ``seed`` alone (torch's global
+    generator is left as it was).
     """
+    # torchvision's rule: up to 10 tries of an area s * H * W, s ~ U(scale), aspect w / h log-uniform in ratio; the
+    # first box that fits is taken, else the centred frame box clipped to the ratio range (the whole frame if its own
+    # aspect ratio is inside it).
     from torchvision.transforms import RandomResizedCrop
 
     if height < 1 or width < 1:

@@ -29,18 +29,15 @@ from .distributed import ready
 
 
 def sequential_centers(start: torch.Tensor, means: torch.Tensor, valid: torch.Tensor, momentum: float) -> torch.Tensor:
-    """The centers of S momentum updates applied one after the other, in closed form.
+    """(S + 1, K) centers of S momentum updates ``c <- m c + (1 - m) mean`` applied in turn, in closed form (Sec. 3.1).
 
-    Args:
-        start: (1, K) center before the first update.
-        means: (S, K) the mean each update moves toward.
-        valid: bool (S,); an update with ``valid`` False is skipped (the center stays).
-        momentum: m in ``c <- m c + (1 - m) mean``.
-    Returns:
-        (S + 1, K): row s is the center before update s; row S the center after all of them.
-        ``c_s = m^n_s c_0 + (1 - m) sum_{j < s, valid_j} m^(n_s - n_j - 1) mean_j`` with n_s the number of
-        valid updates before s; computed in float64, returned in ``start``'s dtype.
+    ``start`` (1, K) is the initial center, ``means`` (S, K) the update targets, ``valid`` bool (S,) marks the
+    updates made (the others leave the center). Row s is the center before update s, row S the final one;
+    computed in float64, returned in ``start``'s dtype.
+
+    Raises ValueError for mismatched shapes.
     """
+    # c_s = m^n_s c_0 + (1 - m) sum_{j < s, valid_j} m^(n_s - n_j - 1) mean_j, n_s = valid updates before s.
     if start.dim() != 2 or start.shape[0] != 1 or means.dim() != 2 or means.shape[1] != start.shape[1]:
         raise ValueError(f"sequential_centers: start {tuple(start.shape)} must be (1, K) and means "
                          f"{tuple(means.shape)} (S, K)")
@@ -105,17 +102,14 @@ class Center(nn.Module):
     @torch.no_grad()
     def released(self, teacher_cls: torch.Tensor, teacher_patches: torch.Tensor | None = None,
                  mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The released cadence: the centers each frame is scored with, and the centers after the step.
+        """The released cadence: the centers each frame is scored with, and the centers after the step (Sec. 3.1).
 
-        Args:
-            teacher_cls: (B, T, K) class logits of the global crops, T even (pairs (n, T/2 + n)).
-            teacher_patches: optional (B, T, N, K) patch logits (full or compact layout).
-            mask: bool (B, T, N), the masked positions (the tokens that enter the patch center).
-        Returns ``cls`` (T, K): frame t is scored with the center of its pair (before that pair's update);
-        ``patch`` (T, K): frame t with the patch center before its own update; ``cls_after`` and
-        ``patch_after`` (1, K): the centers after the step. The buffers are not changed (see :meth:`set`).
-        A frame without masked tokens (in every process) leaves the patch center unchanged.
+        ``teacher_cls`` (B, T, K), T even (pairs (n, T/2 + n)); optional ``teacher_patches`` (B, T, N, K) (full or
+        compact layout) with ``mask`` bool (B, T, N). Returns ``cls`` (T, K) (each frame's pair center before that
+        pair's update), ``patch`` (T, K) (before the frame's own update) and ``cls_after`` / ``patch_after`` (1, K).
+        The buffers are not changed (see :meth:`set`).
         """
+        # A frame without masked tokens (in every process) leaves the patch center unchanged.
         if teacher_cls.dim() != 3 or teacher_cls.shape[1] % 2:
             raise ValueError(f"teacher_cls must be (B, T, K) with T even, got {tuple(teacher_cls.shape)}")
         B, T, K = teacher_cls.shape

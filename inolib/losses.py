@@ -165,15 +165,13 @@ def affinity(x: torch.Tensor) -> torch.Tensor:
 
 
 def row_mass(aff: torch.Tensor, tau: float, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """How much of each chosen row's softmax lands on chosen columns: a measure of a correspondence.
+    """How much of each chosen row's softmax(aff / tau) lands on chosen columns, averaged: a scalar in [0, 1].
 
-    Args:
-        aff: (R, C) affinity (e.g. one frame pair of :func:`affinity`): row i = patch i of frame t.
-        tau: the softmax temperature over each row (as in :func:`aff_loss`).
-        rows: bool (R,), the rows to average over (e.g. the object's patches in frame t).
-        cols: bool (C,), the columns whose mass counts (e.g. the object's patches in frame t+1).
-    Returns the mean over the chosen rows of sum_{j in cols} softmax(aff_i / tau)_j, a scalar in [0, 1]
-    (1: every chosen patch matches only chosen patches; the share of chosen columns for a uniform row).
+    ``aff`` (R, C): e.g. one frame pair of :func:`affinity` (row i: patch i of frame t). ``rows`` bool (R,) and
+    ``cols`` bool (C,): e.g. the object's patches in frames t and t+1. 1: chosen patches match only chosen
+    patches; a uniform row gives the share of chosen columns.
+
+    Raises ValueError for mismatched shapes, non-bool or empty ``rows``, or ``tau <= 0``.
     """
     if aff.dim() != 2 or rows.shape != aff.shape[:1] or cols.shape != aff.shape[1:]:
         raise ValueError(f"row_mass: aff {tuple(aff.shape)} must be (R, C), rows (R,) and cols (C,), got rows "
@@ -220,23 +218,15 @@ def aff_loss(student_patches: torch.Tensor, teacher_patches: torch.Tensor, mask:
 class INOLoss(nn.Module):
     """L_INO (Eq. 6): the four terms from a :class:`LossConfig`, with the class/patch centers.
 
-    ``forward(student, teacher)`` takes the dicts returned by :class:`inolib.model.INONetwork`
-    (student: global, local and masked patch logits; teacher: global and patch logits at the same
-    positions), returns ``{"loss", "out", "g2g", "l2g", "mim", "aff"}`` (scalars; a switched-off term
-    is reported as 0) and then updates the centers from the teacher outputs.
-
-    ``out_weighting``:
-        ``"reference"`` (default; the released code, which produced the paper's numbers): g2g and l2g
-        are one average over all terms of a frame pair, so out = (2 g2g + 4M l2g) / (2 + 4M) and g2g
-        carries 2/(2+4M) of the weight (2/34 for M = 8).
-        ``"paper"``: out = g2g + l2g (Eq. 1 plus Eq. 2, each its own mean).
-
-    ``center_update`` (see :mod:`inolib.center`):
-        ``"released"`` (default): the class center moves once per frame pair and the patch center once per
-        masked frame, and each pair / frame is scored against the center as moved by the ones before it,
-        exactly the released sequence of losses and updates.
-        ``"step"``: both centers move once per step, after the losses, from all of the step's teacher outputs.
+    ``forward(student, teacher)`` takes :class:`inolib.model.INONetwork` output dicts, returns
+    ``{"loss", "out", "g2g", "l2g", "mim", "aff"}`` (scalars; a switched-off term is 0), then updates the centers.
+    ``out_weighting``: ``"reference"`` (default, released: out = (2 g2g + 4M l2g) / (2 + 4M)) or ``"paper"``
+    (g2g + l2g, Eq. 1 + 2). ``center_update`` (:mod:`inolib.center`): ``"released"`` (default, the released
+    order of losses and updates) or ``"step"`` (once per step, after the losses).
     """
+    # "reference" is what produced the paper's numbers: g2g and l2g are one average over all terms of a frame pair,
+    # so g2g carries 2/(2+4M) of the weight (2/34 for M = 8). "released": the class center moves once per frame pair,
+    # the patch center once per masked frame, each scored against the center as moved by the ones before it.
 
     def __init__(self, cfg: LossConfig, out_dim: int):
         super().__init__()
@@ -295,16 +285,14 @@ class INOLoss(nn.Module):
 
     def forward(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
                 update_center: bool = True, teacher_temp: float | None = None) -> dict[str, torch.Tensor]:
-        """L_INO of one step, then the center update.
+        """L_INO of one step (Eq. 6), then the center update unless ``update_center`` is False.
 
-        Args:
-            student: ``cls_global`` (B, T, K), T even; optional ``cls_local`` (B, T, M, K); optional ``patch``
-                (B, T, P, K) with ``patch_mask`` bool (B, T, P) (the compact or the full layout, P = N).
-            teacher: ``cls_global`` (B, T, K); ``patch`` (B, T, P, K) when the student has patch logits.
-            update_center: False leaves the centers as they are.
-            teacher_temp: overrides ``loss.teacher_temp`` for this step (> 0).
-        Returns ``{"loss", "out", "g2g", "l2g", "mim", "aff"}`` (0-d tensors). Raises ``ValueError`` naming the
-        argument and the expected shape for inputs of another shape (K is the ``out_dim`` given at construction).
+        ``student``: ``cls_global`` (B, T, K), T even; optionally ``cls_local`` (B, T, M, K) and ``patch``
+        (B, T, P, K) with bool ``patch_mask`` (B, T, P) (compact or full layout). ``teacher``: ``cls_global`` and,
+        with student patches, ``patch``, shaped alike. ``teacher_temp`` overrides ``loss.teacher_temp``.
+        Returns ``{"loss", "out", "g2g", "l2g", "mim", "aff"}`` (0-d tensors).
+
+        Raises ValueError naming the argument and expected shape (K: the constructor's ``out_dim``).
         """
         self._check_inputs(student, teacher, teacher_temp)
         c = self.cfg

@@ -30,24 +30,18 @@ RESIZE_MODES = ("released", "timm")
 
 def resize_pos_grid(grid: torch.Tensor, size: tuple[int, int], mode: str = "released",
                     offset: float = 0.1) -> torch.Tensor:
-    """Resize a position table laid out as a patch grid.
+    """Resize a (1, D, g_h, g_w) patch position table to (1, D, h, w) float32, ``size`` = (h, w) (App. A.1).
 
-    Args:
-        grid: (1, D, g_h, g_w) position embeddings of the patch tokens (class token excluded).
-        size: (h, w) target grid in patches.
-        mode: ``"released"`` reproduces DINO/INO's ``interpolate_pos_encoding`` bit for bit: bicubic
-            ``F.interpolate`` with ``scale_factor=((h + offset) / g_h, (w + offset) / g_w)`` and
-            ``align_corners=False``. Because a scale factor (not the size ratio) maps output to input
-            coordinates, it differs from a ``size=`` resize by 1-3 % (``docs/released_code.md``, "Model").
-            For some sizes the float scale factor floors to a grid one cell short (dino issue 8); then this
-            falls back to an explicit ``size=(h, w)`` bicubic resize. ``"timm"`` uses timm's
-            ``resample_abs_pos_embed``: ``size=`` with ``antialias=True``, whose bicubic kernel (a = -0.5,
-            PIL style) differs from the plain one (a = -0.75); it is what timm's ``dynamic_img_size`` does.
-        offset: the released form's ``+0.1`` (DINO's guard against float rounding); 0 shows dino issue 8.
+    ``mode="released"`` reproduces DINO/INO's ``interpolate_pos_encoding`` bit for bit (bicubic with
+    ``scale_factor=(h + offset) / g_h``, 1-3 % off a ``size=`` resize; ``docs/released_code.md``, "Model");
+    ``"timm"`` is timm's ``resample_abs_pos_embed`` (antialiased, as its ``dynamic_img_size``). ``offset=0``
+    shows dino issue 8.
 
-    Returns:
-        (1, D, h, w) in float32.
+    Raises ValueError for an unknown ``mode``.
     """
+    # A scale factor (not the size ratio) maps output to input coordinates, hence the 1-3 %. When the float scale
+    # factor floors to a grid one cell short (dino issue 8), "released" falls back to an exact size=(h, w) resize.
+    # timm's antialiased bicubic kernel (a = -0.5, PIL style) differs from the plain one (a = -0.75).
     if mode not in RESIZE_MODES:
         raise ValueError(f"pos_embed_resize must be one of {RESIZE_MODES}, got {mode!r}")
     h, w = int(size[0]), int(size[1])
@@ -285,22 +279,14 @@ class INONetwork(nn.Module):
         mask: torch.Tensor | None = None,
         apply_mask: bool = True,
     ) -> dict[str, torch.Tensor]:
-        """Run the views of B clips of T frames.
+        """Run the views of B clips of T frames (Sec. 3.1, 3.3).
 
-        Args:
-            global_crops: (B, T, 3, Hg, Wg).
-            local_crops: optional (B, T, M, 3, Hl, Wl).
-            mask: optional bool (B, T, N) over the global crops' N patches. Patch logits are
-                returned at the masked positions. With ``apply_mask`` (the student) the masked patches
-                are replaced by the mask token; without it (the teacher) the input is left intact.
-            apply_mask: see ``mask``.
+        ``global_crops`` (B, T, 3, Hg, Wg); optional ``local_crops`` (B, T, M, 3, Hl, Wl) and bool ``mask``
+        (B, T, N). ``apply_mask`` (student) puts the mask token at masked patches; False (teacher) does not.
 
-        Returns a dict:
-            ``cls_global`` (B, T, K); ``cls_local`` (B, T, M, K) if ``local_crops`` is given;
-            if ``mask`` is given: ``patch`` (B, T, P, K) logits at ``patch_index`` (B, T, P) with
-            validity ``patch_mask`` (B, T, P), P = the largest masked count of a frame (see
-            :func:`inolib.masking.masked_positions`). The losses accept this compact layout as they
-            accept the full (B, T, N, K) one.
+        Returns a dict: ``cls_global`` (B, T, K); with local crops, ``cls_local`` (B, T, M, K); with ``mask``,
+        ``patch`` (B, T, P, K) at the masked ``patch_index``, valid where ``patch_mask`` (B, T, P)
+        (:func:`inolib.masking.masked_positions`).
         """
         if global_crops.dim() != 5:
             raise ValueError(f"global_crops must be (B, T, 3, H, W), got {tuple(global_crops.shape)}")

@@ -31,19 +31,14 @@ def _check(clips: torch.Tensor, mask: torch.Tensor, center: torch.Tensor) -> Non
 @torch.no_grad()
 def masked_predictions(student: nn.Module, teacher: nn.Module, clips: torch.Tensor, mask: torch.Tensor,
                        center: torch.Tensor, student_temp: float = 0.1, teacher_temp: float = 0.04) -> dict:
-    """The teacher's patch distributions (clean input) and the student's predictions (masked input), every patch.
+    """Teacher patch distributions (clean input) and student predictions (masked input) at every patch (Eq. 3).
 
-    Args:
-        student, teacher: :class:`inolib.model.INONetwork` (backbone + head); the same network twice is fine
-            (e.g. a random initialisation scored against itself).
-        clips: (B, T, 3, H, W) normalised global crops.
-        mask: bool (B, T, N), True = replaced by the student's mask token.
-        center: (1, K) patch center subtracted from the teacher's logits (zeros for an untrained pair).
-    Returns ``{"teacher": q (B, T, N, K) probabilities, "student": log p (B, T, N, K) log-probabilities,
-    "ce": (B, T, N) cross-entropy -sum_k q log p in nats}``. The mean of ``ce`` over the masked positions of a
-    frame, averaged over frames, is :func:`inolib.losses.mim_loss` (each frame has the same number of masked
-    patches under both masking schemes).
+    ``student``, ``teacher``: :class:`inolib.model.INONetwork` (may be the same one); ``clips`` (B, T, 3, H, W)
+    normalised; ``mask`` bool (B, T, N), True = mask token; ``center`` (1, K) teacher patch center.
+    Returns ``{"teacher": q, "student": log p}`` (B, T, N, K) and ``"ce"`` (B, T, N) = -sum_k q log p (nats),
+    whose mean over masked positions, averaged over frames, is :func:`inolib.losses.mim_loss`.
     """
+    # ce matches mim_loss because every frame has the same number of masked patches under both masking schemes.
     _check(clips, mask, center)
     B, T = clips.shape[:2]
     x = clips.flatten(0, 1)  # (B*T, 3, H, W)

@@ -418,13 +418,10 @@ def compare_affinity_rows(frame_a: torch.Tensor, frame_b: torch.Tensor, rows: di
                           vmax: float | None = None, log: bool = True) -> Figure:
     """One query patch of frame t and its affinity row over frame t+1, for several networks or temperatures.
 
-    Args:
-        frame_a, frame_b: (3, H, W) frames t and t+1 (uint8, or normalised with ``mean``/``std``).
-        rows: {title: (N,) row of weights over frame t+1's patches}, N = h * w (e.g. a softmax row).
-        grid: (h, w) patch grid; query: the flat index of the query patch in frame t.
-    Left: frame t with the query patch boxed; then one heat map per row over frame t+1 (in grey), all on one
-    colour scale up to ``vmax`` (default the largest weight) with one colour bar; with ``log`` (default) the scale
-    is logarithmic from ``vmax`` / 1000, so that a weight spread thinly over many patches stays visible.
+    ``frame_a``, ``frame_b``: (3, H, W), uint8 or normalised with ``mean``/``std``; ``rows``: {title: (N,)
+    weights over frame t+1}, N = h * w of ``grid``; ``query``: flat patch index in frame t. Returns a Figure:
+    one heat map per row on a shared scale up to ``vmax`` (default the largest weight), logarithmic from
+    ``vmax`` / 1000 unless ``log`` is False.
     """
     from matplotlib.colors import LogNorm, Normalize
 

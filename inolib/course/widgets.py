@@ -60,18 +60,12 @@ def _slider(desc: str, lo, hi, value, step=1, float_=False):
 
 
 class AffinityExplorer(Explorer):
-    """Pick a query patch in frame t; see its affinity row over frame t+1 and the whole matrix.
+    """Pick a query patch in frame t; see its affinity row over frame t+1 and the whole matrix (L_in_aff, Sec. 3.3).
 
-    Args:
-        frame_a, frame_b: the two frames (3, H, W) (uint8, or normalised with ``mean``/``std``).
-        student, teacher: patch features or logits of both frames, (2, N, C) each (frame t, frame t+1).
-        grid: (h, w) patch grid, N = h*w.
-        student_temp, teacher_temp: the affinity temperatures (Sec. 4.4: 0.1 and 0.04).
-        names: the labels of the two feature sets on the toggle (e.g. ``("shipped", "random init")`` to compare
-            a trained network with its initialisation).
-        extra: optional more feature sets to switch to, {label: (2, N, C)} (e.g. a random initialisation beside a
-            shipped student and teacher); each starts at ``teacher_temp``.
-        query: optional (row, col) of the first query patch (default the grid's centre).
+    ``frame_a``, ``frame_b``: (3, H, W), uint8 or normalised with ``mean``/``std``. ``student``, ``teacher``:
+    patch features or logits, (2, N, C) each (frames t, t+1), N = h*w of ``grid``; temperatures as in Sec. 4.4.
+    ``names`` label the two sets; ``extra`` {label: (2, N, C)} adds more (each at ``teacher_temp``);
+    ``query`` is the first (row, col), default the centre.
     """
 
     def __init__(self, frame_a, frame_b, student, teacher, grid, student_temp=0.1, teacher_temp=0.04,

@@ -258,23 +258,17 @@ def make_synthetic_video(num_frames: int = 24, height: int = 96, width: int = 12
                          camouflage: float = 0.0, illumination: float = 0.0) -> SyntheticVideo:
     """A seeded synthetic video with ground-truth masks: frames uint8 (T, 3, H, W), masks uint8 (T, H, W).
 
-    Objects 1..K are drawn in id order (K on top). The last ``late_objects`` ids are absent from frame 0:
-    each enters through a random border at a random frame in [1, max(1, T // 3)]. Layouts are redrawn
-    (from the same generator, so still deterministic) until every object present at frame 0 shows at
-    least ``max(4, H * W / 500)`` pixels there and every object shows that many in at least
-    min(4, its frames) frames; ValueError after ``max_tries`` failures (the frame is too small).
-    ``keep_amodal`` also returns each object's unoccluded extent, bool (T, K, H, W).
+    Objects 1..K are drawn in id order (K on top); the last ``late_objects`` enter through a border after
+    frame 0. ``keep_amodal`` adds the unoccluded extents, bool (T, K, H, W). ``distractors``, ``camouflage``
+    and ``illumination`` make harder scenes (off by default; the default videos are unchanged).
 
-    Harder scenes, where colour alone does not tell an object from its surroundings (all off by default; the
-    default videos are the same with or without these arguments):
-
-    - ``distractors``: unlabelled moving objects (mask 0) wearing the texture of a random labelled object, drawn
-      beneath the labelled ones;
-    - ``camouflage`` in [0, 1]: the background is blended with a patchwork of the objects' own textures at this
-      weight (1: the background is made of them);
-    - ``illumination`` in [0, 1): each colour channel's brightness oscillates over time by up to this share
-      (a slow change of light and colour cast that moves every pixel's colour, objects and background alike).
+    Raises ValueError when ``max_tries`` layouts leave an object too small to see (use larger frames).
     """
+    # Late objects enter at a random frame in [1, max(1, T // 3)]. Layouts are redrawn from the same generator
+    # (still deterministic) until each object present at frame 0 shows >= max(4, H * W / 500) pixels there and in
+    # at least min(4, its frames) frames. Distractors (mask 0) wear a labelled object's texture beneath the labelled
+    # ones; camouflage blends the background with the objects' textures; illumination oscillates each channel's
+    # brightness over time.
     if num_frames < 1 or height < 16 or width < 16:
         raise ValueError(f"need num_frames >= 1 and a frame of at least 16x16, got T={num_frames}, {height}x{width}")
     if not 1 <= num_objects <= 254:

@@ -15,24 +15,16 @@ from .vos_datasets import davis_palette
 def read_first_mask(path: str | Path, max_colours: int = 20) -> np.ndarray:
     """A hand-made first-frame mask as uint8 object ids (H, W) (0 background, 255 void).
 
-    Accepted:
+    Accepts an indexed PNG (indices are ids), a greyscale image (small levels are ids, a light drawing is
+    object 1), an RGBA alpha drawing, or a few flat colours (black is background; DAVIS palette colours keep
+    their index, others get the next free ids).
 
-    * an indexed PNG: its indices are the ids;
-    * a single-channel image (greyscale 8-bit, 16-bit ``I;16``, 32-bit, or grey levels stored as RGB):
-      - object ids when every level other than 0 (and 255, void) is below 128 (e.g. 1..5), or, in a 16/32-bit
-        image, when the levels are exactly 1..K;
-      - a black-and-white drawing: one level >= 128 (255, 65535, a light grey) is object 1;
-      - a drawing with soft edges (more than ``max_colours`` levels): >= 128 is object 1 (half the brightest
-        level when it is above 255);
-      - anything else (e.g. levels 0, 100 and 200: ids or a drawing?) is refused, with the reason;
-    * an RGBA image whose alpha is the drawing (alpha >= 128 is object 1);
-    * a colour image with a few flat colours (black is background; DAVIS palette colours keep their index,
-      other colours get the next free ids in RGB order).
-
-    Ids above 254 (255 is void) cannot be written to the 8-bit output PNGs: such a mask is refused (renumber the
-    objects 1..254), never thresholded or wrapped. Every refusal is a ValueError naming the file, e.g. for a
-    JPEG-smoothed colour mask with many colours.
+    Raises ValueError naming the file for an ambiguous mask, too many colours (JPEG) or ids above 254.
     """
+    # Grey rules (:func:`_grey_ids`): ids when every level but 0 and 255 (void) is below 128, or, in a 16/32-bit
+    # image, the levels are exactly 1..K; one level >= 128 is object 1; more than ``max_colours`` levels (soft
+    # edges): >= 128 is object 1 (half the brightest level when that is above 255); anything else (e.g. levels 0,
+    # 100, 200) is refused. Ids above 254 are refused, never thresholded or wrapped (the output PNGs are 8-bit).
     path = Path(path)
     try:
         with Image.open(path) as im:

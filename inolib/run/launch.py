@@ -117,12 +117,12 @@ def activation_bytes(cfg: C.INOConfig, batch_size: int = 1, amp: str | None = No
                      seed: int = 0) -> int:
     """Bytes of the tensors autograd saves for the backward pass of one training step of ``cfg``, measured.
 
-    Runs the student on ``batch_size`` random clips at the config's crop sizes with a mask of ``mask_ratio`` of
-    the patches (0.5 is the largest the paper draws; 0: an unmasked step), the teacher without gradients and
-    L_INO, under ``amp`` autocast (default ``cfg.optim.amp``; fp16 is counted as bf16 on a CPU: the same 2 bytes),
-    and adds up every saved tensor (each storage once). On a GPU the peak is higher (temporary buffers, the
-    allocator's cache, the CUDA context); this is the part that grows with the batch.
+    Runs the student on ``batch_size`` random clips at the config's crop sizes, masking ``mask_ratio`` of the
+    patches (0.5, the paper's largest; 0: unmasked), plus the teacher and L_INO, under ``amp`` (default
+    ``cfg.optim.amp``). Each saved storage counts once: the part of the GPU peak that grows with the batch.
     """
+    # fp16 is counted as bf16 on a CPU (the same 2 bytes). A GPU's peak is higher (temporary buffers, the allocator's
+    # cache, the CUDA context).
     from ..losses import INOLoss
     from ..model import build_network
 
@@ -199,16 +199,15 @@ def worker_env(rank: int, nproc: int, port: int, base: dict | None = None) -> di
 
 
 def launch_local(argv: list[str], nproc: int, log_dir: str | Path, timeout: float = 300.0) -> list[int]:
-    """Run ``ino ARGV`` (e.g. ``["train", "--preset", "smoke", ...]``) in ``nproc`` processes on this machine,
-    each a fresh Python interpreter with the environment torchrun gives its workers (:func:`worker_env`): the same
-    process group, DDP and logging code, gloo on a CPU. A rehearsal of a multi-GPU run; use ``torchrun`` itself for
-    real runs.
+    """Run ``ino ARGV`` (e.g. ``["train", "--preset", "smoke"]``) in ``nproc`` fresh Python processes here.
 
-    The workers are new interpreters (``python -m inolib ARGV``), never forks of this process: a fork of a process
-    that already runs threads (a notebook kernel, torch's thread pool) can wait forever on a lock one of those
-    threads held. Each worker writes its output to ``log_dir/rank<i>.log``. Returns the exit codes in rank order;
-    workers still running after ``timeout`` seconds, or when this call is interrupted, are killed (code -9).
+    Each worker gets torchrun's environment (:func:`worker_env`) and logs to ``log_dir/rank<i>.log``: a rehearsal
+    of a multi-GPU run (same process group, DDP and logging code; gloo on a CPU); use ``torchrun`` for real runs.
+    Returns the exit codes in rank order; workers still running after ``timeout`` seconds, or on an interrupt,
+    are killed (code -9).
     """
+    # The workers are new interpreters (python -m inolib ARGV), never forks: a fork of a process that already runs
+    # threads (a notebook kernel, torch's thread pool) can wait forever on a lock one of those threads held.
     if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
         raise ValueError(f"nproc must be a whole number >= 1, got {nproc!r}")
     if isinstance(argv, (str, bytes)) or not all(isinstance(a, str) for a in argv):

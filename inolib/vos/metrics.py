@@ -216,30 +216,17 @@ def _matched(points_of: torch.Tensor, near: torch.Tensor, runs: list[tuple[int, 
 
 def f_measure(pred: ArrayLike, gt: ArrayLike, void: ArrayLike | None = None, bound_th: float = BOUND_TH,
               chunk: int = 32) -> np.ndarray | float:
-    """Boundary F-measure per frame, as the official ``f_measure`` / ``db_eval_boundary``.
+    """Boundary F-measure per frame, as the official ``f_measure`` / ``db_eval_boundary`` (Sec. 4.1, metric F).
 
-    Void pixels are set to background in both masks before the boundaries are taken (so a void region may
-    create boundary pixels). Boundaries come from :func:`seg2bmap`; a predicted boundary pixel is correct
-    (precision) when a ground-truth boundary pixel lies within the disk (:func:`disk`) of radius
-    :func:`bound_radius` around it, and a ground-truth pixel is recalled symmetrically. This equals the
-    official dilation with ``cv2.dilate(bmap, disk(r))`` (for a non-integer pixel tolerance, whose element has
-    even size, the anchor is OpenCV's default centre index; that case was not checked against OpenCV itself).
-    It is computed at the boundary pixels only, with row prefix sums, not by dense dilation.
-
-    Special cases: no predicted boundary but a ground-truth one gives P = 1, R = 0; a predicted boundary but
-    none in the ground truth gives P = 0, R = 1; neither gives P = R = 1. F = 2PR / (P + R), and 0 when
-    P + R = 0.
-
-    Args:
-        pred: predicted binary mask, bool (T, H, W) or (H, W).
-        gt: ground-truth binary mask, same shape.
-        void: optional bool void mask, same shape.
-        bound_th: tolerance as a fraction of the image diagonal (< 1) or in pixels (>= 1).
-        chunk: frames processed at once (bounds memory; the result does not depend on it).
-
-    Returns:
-        float64 (T,) for (T, H, W) inputs, a float for (H, W).
+    ``pred``, ``gt`` and the optional ``void`` are bool (T, H, W) or (H, W); void pixels become background.
+    A boundary pixel (:func:`seg2bmap`) matches when the other mask has one within :func:`bound_radius`
+    (``bound_th``: a fraction of the diagonal if < 1, else pixels). ``chunk`` bounds memory only.
+    Returns float64 (T,), or a float for (H, W); 1 when neither mask has a boundary.
     """
+    # Equals the official cv2.dilate(bmap, disk(r)) (for a non-integer pixel tolerance the even-sized element
+    # takes OpenCV's default anchor, not checked against OpenCV), but computed at the boundary pixels only,
+    # with row prefix sums. Special cases as official: no predicted boundary gives P = 1, R = 0; no
+    # ground-truth boundary P = 0, R = 1; neither P = R = 1; F = 0 when P + R = 0.
     p, g, v, single = _binary_inputs(pred, gt, void)
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
@@ -274,13 +261,12 @@ def db_statistics(per_frame: ArrayLike) -> tuple[float, float, float]:
         per_frame: float (T,) per-frame J or F.
 
     Returns:
-        (mean, recall, decay): the nan-aware mean; the fraction of frames with a value > 0.5 (nan counts as
-        not > 0.5); and the nan-aware mean of the first of 4 temporal bins minus that of the last. The bin
-        edges are ``round(linspace(1, T, 5) + 1e-10) - 1`` and bin i holds frames ``edge[i] .. edge[i+1]``
-        (inclusive, so neighbouring bins share a frame). All three are nan for T = 0, and bins may be empty
-        (nan decay) for T < 4. (The official code stores the edges as uint8, which wraps for T > 256; here
-        they are int64, identical up to 256 frames.)
+        (mean, recall, decay): the nan-aware mean; the fraction of frames > 0.5 (nan counts as not);
+        and the mean of the first of 4 temporal bins minus that of the last (neighbouring bins share a frame,
+        as official). All nan for T = 0; decay may be nan for T < 4.
     """
+    # Bin edges round(linspace(1, T, 5) + 1e-10) - 1, bin i = frames edge[i]..edge[i+1] inclusive. The official
+    # code stores the edges as uint8, which wraps for T > 256; int64 here, identical up to 256 frames.
     x = np.asarray(per_frame.cpu() if isinstance(per_frame, torch.Tensor) else per_frame, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"db_statistics needs a 1-D per-frame array, got shape {x.shape}")
@@ -342,23 +328,13 @@ def _as_id_tensor(x: ArrayLike, what: str) -> torch.Tensor:
 
 def evaluate_sequence(pred_masks: ArrayLike, gt_masks: ArrayLike, num_objects: int, name: str = "sequence",
                       bound_th: float = BOUND_TH, exclude_void: bool = False) -> dict[int, dict[str, np.ndarray]]:
-    """Per-frame J and F of every object of one sequence, semi-supervised protocol.
+    """Per-frame J and F of each object of one sequence, semi-supervised protocol (Sec. 4.1).
 
-    Args:
-        pred_masks: int (T, H, W) predicted id maps (0 background, 1..K objects).
-        gt_masks: int (T, H, W) ground-truth id maps (255 = void).
-        num_objects: K; objects 1..K are scored (DAVIS: the largest id of the first ground-truth frame).
-        name: sequence name, used in error messages.
-        bound_th: F tolerance (see :func:`f_measure`).
-        exclude_void: leave void pixels out of J and F (default False: scored as background, as official).
+    ``pred_masks``, ``gt_masks``: int (T, H, W) id maps (255 = void, scored as background, as official, unless
+    ``exclude_void``). Returns ``{k: {"J": float64 (T - 2,), "F": float64 (T - 2,)}}`` for k = 1..K =
+    ``num_objects`` (first and last frame left out; a missing object scores as empty).
 
-    Returns:
-        ``{k: {"J": float64 (T - 2,), "F": float64 (T - 2,)}}`` for k = 1..K: the first and last frame are
-        left out. A predicted object absent from the predictions scores as an empty mask.
-
-    Raises:
-        ValueError naming the sequence for a predicted id above K (in frames 1..T-2, the ones scored), for
-        fewer than 3 frames, or for shapes that differ.
+    Raises ValueError naming the sequence for a scored id above K, < 3 frames, or differing shapes.
     """
     pred = _as_id_tensor(pred_masks, f"sequence {name}: predictions")
     gt = _as_id_tensor(gt_masks, f"sequence {name}: ground truth")
@@ -378,18 +354,11 @@ def evaluate_sequence(pred_masks: ArrayLike, gt_masks: ArrayLike, num_objects: i
 def read_results(results_dir: str | Path, seq: VOSSequence, frames: Iterable[int] | None = None) -> torch.Tensor:
     """Read a method's id maps ``results_dir/<seq.name>/<frame>.png`` as uint8 (len(frames), H, W).
 
-    ``<frame>`` is the stem of the sequence's JPEG frame (``00000`` ...). Indexed (palette) and greyscale PNGs
-    are read as ``np.array(Image.open(png))``: the pixel value is the object id.
+    ``<frame>`` is the stem of the JPEG frame (``00000`` ...); the pixel value of an indexed or greyscale PNG
+    is the object id. ``frames`` defaults to all ``seq.num_frames``.
 
-    Args:
-        results_dir: folder holding one sub-folder per sequence.
-        seq: the ground-truth sequence (frame names and sizes).
-        frames: frame indices to read (default: all ``seq.num_frames``).
-
-    Raises:
-        FileNotFoundError naming the folder / file for a missing sequence folder or frame PNG; ValueError naming
-        the file for an unreadable PNG, a multi-channel (e.g. RGB) PNG, a size other than the ground-truth
-        frame's, or a value that is not an id 0..255.
+    Raises FileNotFoundError / ValueError naming the path for a missing folder or a missing, unreadable, RGB or
+    wrongly sized PNG.
     """
     folder = Path(results_dir) / seq.name
     if not folder.is_dir():
@@ -452,23 +421,15 @@ def _global_results(objects: dict[str, dict]) -> dict[str, float]:
 def evaluate_davis(davis_root: str | Path, results_dir: str | Path, split: str = "val",
                    sequences: Sequence[str] | None = None, progress: bool = True, resolution: str = "480p",
                    bound_th: float = BOUND_TH, exclude_void: bool = False) -> dict:
-    """Evaluate a folder of DAVIS-2017 results with the semi-supervised protocol.
+    """Evaluate a folder of DAVIS-2017 results with the semi-supervised protocol (Sec. 4.1).
 
-    Args:
-        davis_root: DAVIS folder (``JPEGImages``, ``Annotations``, ``ImageSets/2017/<split>.txt``).
-        results_dir: folder with ``<seq>/<frame>.png`` id maps; only frames 1..T-2 are read, as officially.
-        split: the ImageSets list to evaluate (ignored when ``sequences`` is given, except in the tables).
-        sequences: sequence names to evaluate instead of the whole split.
-        progress: show a tqdm progress bar over sequences.
-        resolution: ``480p`` (the official benchmark) or ``Full-Resolution``.
-        bound_th: F tolerance (see :func:`f_measure`).
-        exclude_void: see the module docstring (default False = official).
+    ``results_dir`` holds ``<seq>/<frame>.png`` id maps (frames 1..T-2 read, as official); ``sequences``
+    replaces the ``split`` list; ``exclude_void``: see the module docstring (default False = official).
 
     Returns:
-        ``{"split": str, "objects": {"<seq>_<k>": row}, "global": {column: float}}``. Each row holds
-        ``sequence``, ``object_id``, ``frame_ids`` (frame names scored), ``J_per_frame`` and ``F_per_frame``
-        (float64 (T - 2,)), and ``J_mean, J_recall, J_decay, F_mean, F_recall, F_decay``; rows are in
-        sequence order, then object id. ``global`` has the columns ``GLOBAL_COLUMNS``.
+        ``{"split", "objects": {"<seq>_<k>": row}, "global": {column: float}}``; a row holds ``sequence``,
+        ``object_id``, ``frame_ids``, ``J_per_frame`` / ``F_per_frame`` (float64 (T - 2,)) and the
+        :func:`object_statistics`; ``global`` has ``GLOBAL_COLUMNS``.
     """
     names = list(sequences) if sequences is not None else list_davis_sequences(davis_root, split, resolution)
     objects: dict[str, dict] = {}

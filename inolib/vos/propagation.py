@@ -142,35 +142,21 @@ def _check_frame_inputs(query, context_feats, context_labels) -> None:
 def propagate_frame(query: torch.Tensor, context_feats: torch.Tensor, context_labels: torch.Tensor, *,
                     topk: int = 5, radius: int = 40, temperature: float = 0.1, window: str = "square",
                     window_on_first: bool = True, max_bytes: int | None = None) -> torch.Tensor:
-    """Soft labels of one target frame, exactly the released kernel's arithmetic.
+    """(C, h, w) soft labels of one target frame, exactly the released kernel's arithmetic (App. A.2).
 
-    Args:
-        query: (D, h, w) features of the target frame (any scale; L2-normalised here).
-        context_feats: (NC, D, h, w) features of the context frames, the first frame first.
-        context_labels: (NC, C, h, w) their soft labels.
-    Returns:
-        (C, h, w) soft labels.
+    ``query`` (D, h, w) and ``context_feats`` (NC, D, h, w; the first frame first) are features, L2-normalised
+    here; ``context_labels`` (NC, C, h, w) are the context's soft labels. Each query keeps the top-k context
+    cells inside the window, ties with the k-th included (as released), weighted by exp(cos / temperature).
 
-    Raises ValueError naming the argument for wrong shapes, bad parameters, or features holding NaN or inf
-    (one check per call).
-
-    Per chunk of queries: ``aff = exp(cos / temperature)`` over the context positions, zeroed outside the
-    window; every entry at least the k-th largest of its row is kept (ties included, as released), the rest
-    zeroed; rows normalised; labels = context labels x weights. The top-k (k+1 to detect a tie) is taken on the
-    logits ``cos / temperature`` (-inf outside the window), where exp is monotone, so the same entries are kept
-    and ties are decided on the same values; the weights are ``exp(logit - the row's largest)`` normalised,
-    which is the released ratio without its overflow (exp(cos / 0.01) is inf in float32). Only rows whose k-th
-    value is tied go through the mask-and-normalise rule.
-
-    Only the sources a chunk can see are computed: queries go in bands of grid columns (rows if the grid is
-    taller than wide) and each band is compared with the key columns within ``radius`` of it, which the keys'
-    (column, frame, row) layout makes one contiguous slice. The released code scores every source and zeroes
-    the ones outside the window; the zeros never reach the top-k (a window holds at least one cell per frame),
-    so skipping them changes nothing but the time.
+    Raises ValueError naming the argument for bad shapes, parameters or non-finite features.
     """
     check_parameters(topk=topk, radius=radius, temperature=temperature, window=window,
                      window_on_first=window_on_first)
     _check_frame_inputs(query, context_feats, context_labels)
+    # Same entries and ties as released: top-k on the logits cos / temperature (exp is monotone), weights
+    # exp(logit - row max) normalised (the released ratio without its float32 overflow at temperature 0.01).
+    # Only the key columns within ``radius`` of a band of queries are scored; the released code zeroes the
+    # rest, and those zeros never reach the top-k, so skipping them changes only the time.
     return _propagate_frame(query, context_feats, context_labels, topk=topk, radius=radius, temperature=temperature,
                             window=window, window_on_first=window_on_first, max_bytes=max_bytes)
 

@@ -72,17 +72,13 @@ def compare_on_sequence(networks: dict, seq, cfg: PropagationConfig, device: str
                         copy_baseline: bool = True, keep_features: bool = False) -> dict:
     """Propagate one sequence's first mask with each network and score every result against its ground truth.
 
-    Args:
-        networks: {name: backbone} (INOViT, or a baseline such as ``PixelFeatures``).
-        seq: a fully annotated :class:`inolib.data.vos_datasets.VOSSequence` with at least 3 frames (``seq.head(n)`` for
-            fewer frames).
-        copy_baseline: also score "copy frame 0" (:func:`inolib.vos.baselines.copy_first_mask`).
-        keep_features: also return each network's propagated features, float (T, D, h, w) on the CPU, under
-            ``"features"`` (for :class:`inolib.course.widgets.PropagationExplorer`, without extracting them twice).
-    Returns ``{name: {"ids": uint8 (T, H, W), "J": float (T,) per-frame J (mean over objects, frame 0
-    included), "J&F": the sequence's J&F-Mean (official: frames 1..T-2, mean over objects)}}`` plus
-    ``"ground truth"`` with its ids.
+    ``networks``: {name: backbone} (INOViT, or a baseline such as ``PixelFeatures``); ``seq``: a fully annotated
+    :class:`inolib.data.vos_datasets.VOSSequence` of >= 3 frames. Returns ``{name: {"ids": uint8 (T, H, W),
+    "J": float (T,) per-frame J (frame 0 included), "J&F": the official J&F-Mean}}`` plus ``"ground truth"``;
+    ``copy_baseline`` adds "copy frame 0", ``keep_features`` each network's ``"features"`` (T, D, h, w) on the CPU.
     """
+    # J is the mean over objects per frame; J&F follows the official protocol (frames 1..T-2). keep_features
+    # serves :class:`inolib.course.widgets.PropagationExplorer` without extracting the features twice.
     from .baselines import copy_first_mask
 
     if not isinstance(networks, dict) or not networks:

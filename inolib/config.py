@@ -476,14 +476,11 @@ def propagation_problems(p: PropagationConfig, patch_size: int | None = None, de
 
 
 def validate(cfg: INOConfig) -> INOConfig:
-    """Check a whole configuration before it is used for training; returns ``cfg``.
+    """Check a whole configuration before it is used for training; returns ``cfg``. Every preset passes.
 
-    Raises ``ValueError`` listing every value that cannot work, each named by its command-line flag, e.g.
-    ``--loss.teacher_temp 0: must be > 0 (a softmax temperature)``: temperatures <= 0, crop scales outside
-    (0, 1] or MIN > MAX, sizes that are not multiples of the patch, a clip length that is odd, counts (epochs,
-    batch, clips per video, heads, ...) below 1, warmup longer than the run, probabilities and momenta outside
-    [0, 1], a feature block the ViT does not have, a propagation top-k below 1, radius below 0 or short side
-    below one patch, unknown mode strings, every loss switched off. Every preset passes.
+    Raises:
+        ValueError: every value that cannot work (:func:`problems`), one per line, each named by its flag, e.g.
+            ``--loss.teacher_temp 0: must be > 0 (a softmax temperature)``.
     """
     if not isinstance(cfg, INOConfig):
         raise ValueError(f"validate expects an INOConfig, got {type(cfg).__name__}")

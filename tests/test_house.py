@@ -104,3 +104,14 @@ def test_the_readme_is_short_and_its_links_resolve():
     assert not broken, broken
     for doc in ("training.md", "propagation.md", "checkpoints.md", "gpu_check.md", "released_code.md", "modules.md"):
         assert f"docs/{doc}" in text, f"the README links docs/{doc}"
+
+
+def test_docstrings_are_read_at_a_glance():
+    long = []
+    for f in sorted(PKG.rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                doc = ast.get_docstring(node)
+                if doc and len(doc.split()) > 100:
+                    long.append(f"{f.relative_to(REPO)}:{node.lineno} {node.name} ({len(doc.split())} words)")
+    assert not long, long

@@ -75,20 +75,12 @@ def train_step(student: nn.Module, teacher: nn.Module, criterion: INOLoss, optim
                teacher_temp: float | None = None, *, amp_dtype: torch.dtype | None = None,
                scaler: torch.amp.GradScaler | None = None, freeze_last_layer: bool = False,
                as_tensors: bool = False) -> dict:
-    """One optimisation step on a batch; returns the loss terms and the collapse monitors.
+    """One optimisation step on a batch (Sec. 3, App. A.1): L_INO, backward, per-tensor clipping (``clip_grad``,
+    0: off), optimizer step, EMA of the teacher with ``momentum``. Crops: global (B, T, 3, Hg, Wg), local
+    (B, T, M, 3, Hl, Wl) or None; ``mask`` bool (B, T, N) or None; ``amp_dtype`` autocasts the forwards.
 
-    Args:
-        global_crops: (B, T, 3, Hg, Wg); local_crops: (B, T, M, 3, Hl, Wl) or None; mask: bool (B, T, N) or None.
-        momentum: EMA momentum of the teacher for this step.
-        clip_grad: max gradient norm of each parameter tensor (the released code's per-parameter
-            clipping, as released); 0 disables it.
-        update_center: False freezes the centers (to show collapse without centering).
-        amp_dtype: ``torch.bfloat16`` / ``torch.float16`` autocast for the forward passes (losses are computed
-            in float32 inside); None for full precision. ``scaler``: a GradScaler for float16.
-        freeze_last_layer: drop the gradient of the head's last layer (DINO's first epoch).
-        as_tensors: return 0-d tensors (no host sync beyond the NaN check) instead of floats.
-    Returns the loss terms, the collapse monitors and ``skipped`` (1 when the loss had no gradient, for
-    instance an unmasked step with both out-losses switched off: then nothing is updated but the centers).
+    Returns the loss terms, the collapse monitors and ``skipped`` (1 when no loss had a gradient; only the
+    centers moved); 0-d tensors with ``as_tensors``.
     Raises:
         FloatingPointError: the loss is not finite (nothing has been updated).
     """
@@ -230,22 +222,15 @@ class Trainer:
         trainer = Trainer(cfg, sources=["data/videos"], out_dir="runs/smoke", device="cpu")
         trainer.fit()            # resumes from out_dir/checkpoint.pth when it exists
 
-    Per step: per-frame global and local crops of B clips, one shared random mask, L_INO, AdamW with the
-    per-step lr / weight-decay schedules, per-parameter clipping, EMA of the teacher with the cosine momentum.
-    bf16 or fp16 autocast (``optim.amp``), ``torchrun`` DDP (student wrapped, teacher local; centers averaged
-    over processes). ``out_dir`` receives ``checkpoint.pth`` (atomic, every ``save_every`` steps and at each
-    epoch end; ``checkpoint_eNNNN.pth`` every ``keep_every`` epochs), ``log.jsonl`` (one line per logged
-    step), TensorBoard scalars under ``tb/`` and the video index cache. Resuming restores the weights, the
-    optimizer, the scaler, the centers, every RNG and the position in the epoch, so a resumed run computes
-    the same steps as an uninterrupted one; ``log.jsonl`` is cut back to the starting step (:func:`truncate_log`),
-    so it holds each step once. A non-finite loss stops the run; the last checkpoint on disk is the last good one.
-    Temporary files that a killed writer left in ``out_dir`` are removed at start.
-
-    ``sources``: video folders, video files, list files (``video_root``: where a list's videos are, e.g. the
-    ``Charades_v1_480/`` folder of ``Charades_v1_train.csv``; see :func:`inolib.data.index.resolve_sources`) and
-    ``synthetic:N``. Every argument and ``cfg`` (:func:`inolib.config.validate`) is checked first, before any
-    video is indexed or any network built: ``ValueError`` naming the ``ino train`` flag.
+    ``sources``: video folders or files, list files (found under ``video_root``) and ``synthetic:N``.
+    ``out_dir`` receives ``checkpoint.pth`` (atomic), ``log.jsonl`` and TensorBoard scalars; a resumed run
+    computes the same steps as an uninterrupted one, and a non-finite loss stops it with the last good
+    checkpoint kept. Raises: ValueError naming the ``ino train`` flag of a bad argument, before any work.
     """
+    # Per step: per-frame crops of B clips, one shared mask, L_INO, AdamW on per-step schedules, per-tensor
+    # clipping, teacher EMA; bf16/fp16 autocast; torchrun DDP (student wrapped, teacher local, centers averaged).
+    # Resume restores weights, optimizer, scaler, centers, every RNG and the position in the epoch;
+    # log.jsonl is cut back to the starting step (truncate_log); a killed writer's temporaries are removed.
 
     def __init__(self, cfg: INOConfig, sources, out_dir: str | Path, device: str | torch.device = "cpu",
                  resume: bool = True, log_every: int = 10, save_every: int = 500, keep_every: int = 5,

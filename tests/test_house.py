@@ -115,3 +115,22 @@ def test_docstrings_are_read_at_a_glance():
                 if doc and len(doc.split()) > 100:
                     long.append(f"{f.relative_to(REPO)}:{node.lineno} {node.name} ({len(doc.split())} words)")
     assert not long, long
+
+
+def test_old_module_names_still_import_with_a_warning_naming_the_new_home():
+    import importlib
+
+    import pytest
+
+    import inolib
+
+    for old, homes in inolib.MOVED.items():
+        assert all(h in modules() for h in homes), old
+        with pytest.warns(DeprecationWarning, match=homes[0].replace(".", r"\.")):
+            module = importlib.import_module(old)
+        public = [n for n in vars(importlib.import_module(homes[-1])) if not n.startswith("_")]
+        assert getattr(module, public[-1]) is getattr(importlib.import_module(homes[-1]), public[-1])
+    from inolib.segment import VideoSequence, segment_davis, write_ids_png  # noqa: F401  (split over three)
+    from inolib.train import Trainer, read_log  # noqa: F401
+    with pytest.raises(ImportError):
+        from inolib.train import no_such_name  # noqa: F401

@@ -134,3 +134,15 @@ def test_old_module_names_still_import_with_a_warning_naming_the_new_home():
     from inolib.train import Trainer, read_log  # noqa: F401
     with pytest.raises(ImportError):
         from inolib.train import no_such_name  # noqa: F401
+
+
+def test_paths_found_from_the_package_survive_the_move(tmp_path, monkeypatch):
+    """The lessons find data/ from any folder, and launch_local's workers import this inolib: both go up from the
+    package's own folder, not from a module's (which moved)."""
+    from inolib.course import notebook
+    from inolib.run.launch import worker_env
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("INOLIB_DATA", raising=False)
+    assert notebook.data_dir() == REPO / "data"
+    assert worker_env(0, 1, 1, base={})["PYTHONPATH"].split(":")[0] == str(REPO)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import random
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -19,7 +20,8 @@ def data_dir() -> Path:
     env = os.environ.get("INOLIB_DATA")
     if env:
         return Path(env)
-    for base in (Path.cwd(), *Path.cwd().parents[:2], Path(__file__).resolve().parents[1]):
+    repo = Path(sys.modules["inolib"].__file__).resolve().parent.parent  # the folder holding inolib/
+    for base in (Path.cwd(), *Path.cwd().parents[:2], repo):
         if (base / "data" / "davis_sample").is_dir():
             return base / "data"
     raise FileNotFoundError("cannot find the bundled data/ folder; set INOLIB_DATA to its path")

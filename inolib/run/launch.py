@@ -193,7 +193,7 @@ def worker_env(rank: int, nproc: int, port: int, base: dict | None = None) -> di
                GROUP_RANK="0", RANK=str(rank), LOCAL_RANK=str(rank), PYTHONUNBUFFERED="1")
     if nproc > 1:
         env.setdefault("OMP_NUM_THREADS", "1")
-    here = str(Path(__file__).resolve().parent.parent)
+    here = str(Path(sys.modules["inolib"].__file__).resolve().parent.parent)  # the folder holding inolib/
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
     return env
 

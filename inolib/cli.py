@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from dataclasses import fields
@@ -192,12 +193,14 @@ def cmd_propagate(args: argparse.Namespace) -> int:
     from .vos.segment import check_propagation_config, segment_davis, segment_video, segment_ytvos
 
     from .checkpoint import FORMAT, config_from, read_checkpoint
+    from .weights import resolve
 
     sources = [x for x in (args.davis, args.ytvos, args.video) if x]
     if len(sources) != 1:
         raise ValueError("give exactly one of --davis ROOT, --ytvos ROOT or --video FILE")
     checkpoint, base = None, None
     if args.checkpoint != "random":  # the file is read once: its weights, and an inolib file's own settings
+        args.checkpoint = str(resolve(args.checkpoint))  # a weights name: its cached file, fetched once
         checkpoint = read_checkpoint(args.checkpoint, trust=args.trust_checkpoint)
         if args.preset is None and isinstance(checkpoint, dict) and checkpoint.get("format") == FORMAT:
             try:
@@ -309,6 +312,23 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights(args: argparse.Namespace) -> int:
+    from . import weights
+
+    if args.action == "list":
+        rows = weights.table()
+        print(f"cache: {weights.cache_dir()} (INOLIB_CACHE); mirror: "
+              f"{os.environ.get('INOLIB_WEIGHTS_MIRROR') or 'none'} (INOLIB_WEIGHTS_MIRROR)")
+        for r in rows:
+            print(f"{r['name']:<20} {r['what']}\n{'':<20} source {r['source']}; {r['size']}; licence {r['licence']}; "
+                  f"{'cached ' + r['cached'] if r['cached'] else 'not cached'}")
+        return 0
+    if not args.name:
+        raise ValueError("ino weights fetch NAME: give a name (ino weights list shows them)")
+    print(f"{args.name}: {weights.fetch(args.name)}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -359,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "with, e.g. the tiny preset's for data/checkpoints/ino_tiny.pth; otherwise charades)",
                     sections=("model", "propagation"),  # model.*: the architecture of --checkpoint random
                     skip=("model.head_", "model.norm_last_layer", "model.drop_path_rate"))  # head, training only
-    p.add_argument("--checkpoint", required=True, help="checkpoint file (ours, released INO, DINO, timm) or 'random'")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file (ours, released INO, DINO, DINOv2, timm), a "
+                                                       "weights name (ino weights list; fetched once) or 'random'")
     p.add_argument("--network", default=None, help="network in the checkpoint: student or teacher (default: the format's)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a checkpoint holding Python objects other than tensors and the released code's args "
@@ -401,6 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps between J&F evaluations with --eval-davis (default 250: a learning curve of ~10 "
                         "points on the tiny preset's 2,250 steps)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("weights", help="named pretrained weights (released INO, DINO, DINOv2): list them, fetch one")
+    p.add_argument("action", choices=("list", "fetch"), help="list: names, sources, licences, cache; fetch NAME")
+    p.add_argument("name", nargs="?", default=None, help="the name to fetch (see ino weights list)")
+    p.set_defaults(func=cmd_weights)
 
     p = sub.add_parser("evaluate", help="DAVIS J&F of a results folder (the official semi-supervised protocol)")
     p.add_argument("--davis", required=True, help="DAVIS root with the ground truth")

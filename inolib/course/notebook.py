@@ -43,6 +43,15 @@ def load_shipped(device: str | torch.device = "cpu", network: str = "student"):
     return vit, cfg, build_backbone(cfg.model).to(device).eval()
 
 
+def load_weights(checkpoint: str | Path, device: str | torch.device = "cpu", network: str | None = None):
+    """A backbone from a file or a weights name (``dino-vits8``, ``ino-vits8-charades``, ...: fetched once into the
+    cache, see :mod:`inolib.weights`): ``(backbone, report)`` as :func:`inolib.checkpoint.load_backbone` gives."""
+    from ..checkpoint import load_backbone
+    from ..weights import resolve
+
+    return load_backbone(resolve(checkpoint), key=network, device=device)
+
+
 def load_shipped_network(device: str | torch.device = "cpu", network: str = "student"):
     """The shipped network WITH its projection head (``data/checkpoints/ino_tiny.pth`` holds both), for lessons that
     look at the distributions the losses compare: ``(net, centers, random_net)``.

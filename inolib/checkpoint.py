@@ -9,7 +9,11 @@ config alone). It recognises:
   ``module.`` and ``backbone.``, an 8x8 position table for 64x64 inputs (released model); default network: student;
 * DINO's released ViT checkpoints: a ``teacher``/``student`` dict or a bare backbone state dict with a table for
   224x224 inputs; default network: teacher;
-* timm ``VisionTransformer`` state dicts (bare).
+* timm ``VisionTransformer`` state dicts (bare);
+* DINOv2's released ViTs (Oquab et al. 2023, github.com/facebookresearch/dinov2), e.g. ``dinov2_vits14_pretrain.pth``:
+  a bare state dict with LayerScale (``blocks.N.ls1.gamma``, ``ls2.gamma``), a (1, D) ``mask_token`` and patch 14
+  with a 37x37 table for 518x518 inputs (timm's ``vit_*_patch14_dinov2`` weights load too); report format
+  ``"dinov2"``. Registers and SwiGLU MLPs (the ``_reg`` models, ViT-g/14) are refused.
 
 The architecture (patch size, width, depth, position-table size) is read from the weights; the number of
 heads from the width (192 -> 3, 384 -> 6, 768 -> 12, 1024 -> 16) unless given. Keys the backbone does not
@@ -230,11 +234,36 @@ def _clean(state: dict) -> tuple[dict, list[str]]:
     return out, head
 
 
+_LAYER_SCALE = re.compile(r"blocks\.\d+\.ls[12]\.gamma$")
+_SWIGLU = re.compile(r"blocks\.\d+\.mlp\.(w12|w3|fc1_g|fc1_x)\.")
+
+
+def _is_dinov2(state: dict) -> bool:
+    """True for DINOv2's layout (Oquab et al. 2023): LayerScale weights or a (1, D) ``mask_token``."""
+    mask = state.get("mask_token")
+    return any(_LAYER_SCALE.match(k) for k in state) or (isinstance(mask, torch.Tensor) and mask.dim() == 2)
+
+
+def _check_supported(state: dict, path: str | Path) -> None:
+    """ValueError naming ``path`` for the DINOv2 variants an INOViT cannot hold: registers, SwiGLU MLPs."""
+    regs = [k for k in ("register_tokens", "reg_token") if k in state]
+    if regs:
+        n = state[regs[0]].shape[1] if state[regs[0]].dim() == 3 else "?"
+        raise ValueError(f"{path}: a DINOv2 ViT with {n} register tokens ({regs[0]!r}, the '_reg' models) is not "
+                         f"supported: inolib's ViT has no register tokens; use the model without registers")
+    swiglu = sorted(k for k in state if _SWIGLU.match(k))
+    if swiglu:
+        raise ValueError(f"{path}: a ViT with a SwiGLU MLP ({swiglu[0]!r}, DINOv2's ViT-g/14) is not supported: "
+                         f"inolib's ViT blocks have the plain GELU MLP (fc1, fc2)")
+
+
 def build_from_state(state: dict, path: str | Path = "<state>", num_heads: int | None = None) -> INOViT:
-    """An INOViT shaped like the backbone weights ``state`` (already without prefixes)."""
+    """An INOViT shaped like the backbone weights ``state`` (already without prefixes); LayerScale when the
+    weights have it (DINOv2). Raises ValueError naming ``path`` when ``state`` is no ViT it can hold."""
     for need in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
         if need not in state:
             raise ValueError(f"{path}: not a ViT backbone, missing {need!r} (keys: {sorted(state)[:8]} ...)")
+    _check_supported(state, path)
     dim = state["cls_token"].shape[-1]
     patch = state["patch_embed.proj.weight"].shape[-1]
     depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
@@ -248,8 +277,10 @@ def build_from_state(state: dict, path: str | Path = "<state>", num_heads: int |
     if dim % heads:
         raise ValueError(f"{path}: a {dim}-wide ViT cannot have {heads} heads (the width must divide by them)")
     qkv_bias = "blocks.0.attn.qkv.bias" in state
+    # DINOv2's LayerScale init (1e-5); the loaded gammas replace it. "released" resizes as DINOv2 does (model.py).
+    init_values = 1e-5 if any(_LAYER_SCALE.match(k) for k in state) else None
     return INOViT(patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads, qkv_bias=qkv_bias,
-                  pos_embed_size=g * patch, pos_embed_resize="released")
+                  pos_embed_size=g * patch, pos_embed_resize="released", init_values=init_values)
 
 
 def load_backbone(path: str | Path, key: str | None = None, num_heads: int | None = None,
@@ -275,6 +306,10 @@ def _backbone_from(obj: Any, path: Path, key: str | None, num_heads: int | None)
     """The backbone of an already read checkpoint ``obj``: CPU, float32."""
     state, network = _pick_state(obj, path, key)
     state, head_keys = _clean(state)
+    dinov2 = _is_dinov2(state)
+    mask = state.get("mask_token")
+    if dinov2 and isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[0] == 1:
+        state["mask_token"] = mask.reshape(1, 1, -1)  # DINOv2 keeps (1, D), inolib (1, 1, D)
     if num_heads is None and isinstance(obj, dict) and obj.get("format") == FORMAT:
         heads = _config_field(obj, "model", "num_heads")
         num_heads = heads if isinstance(heads, int) and not isinstance(heads, bool) and heads >= 1 else None
@@ -290,7 +325,7 @@ def _backbone_from(obj: Any, path: Path, key: str | None, num_heads: int | None)
     if missing:
         raise ValueError(f"{path}: missing backbone weights: {missing[:8]}")
     vit.load_state_dict(state, strict=False)  # only mask_token may be absent, checked above
-    fmt = "inolib" if isinstance(obj, dict) and obj.get("format") == FORMAT else (
+    fmt = "inolib" if isinstance(obj, dict) and obj.get("format") == FORMAT else "dinov2" if dinov2 else (
         "bare" if network == "bare state dict" else "released/DINO")
     report = {"network": network, "format": fmt, "patch_size": vit.patch_embed.patch_size[0],
               "embed_dim": vit.embed_dim, "depth": len(vit.blocks), "pos_table": vit.patch_embed.grid_size,

@@ -9,7 +9,9 @@ Paper map:
 
 The backbone *is* timm's ``VisionTransformer`` (a subclass that adds ``mask_token`` and overrides the
 position-table resize), so its parameter names are the ones DINO and the released INO checkpoints use
-(``cls_token``, ``pos_embed``, ``patch_embed.proj.weight``, ``blocks.0.attn.qkv.weight``, ...).
+(``cls_token``, ``pos_embed``, ``patch_embed.proj.weight``, ``blocks.0.attn.qkv.weight``, ...). With
+``init_values`` its blocks get LayerScale (``blocks.N.ls1.gamma``, ``ls2.gamma``) and it holds DINOv2's ViTs
+(Oquab et al. 2023, github.com/facebookresearch/dinov2; :mod:`inolib.checkpoint` reads their files).
 """
 
 from __future__ import annotations
@@ -33,15 +35,18 @@ def resize_pos_grid(grid: torch.Tensor, size: tuple[int, int], mode: str = "rele
     """Resize a (1, D, g_h, g_w) patch position table to (1, D, h, w) float32, ``size`` = (h, w) (App. A.1).
 
     ``mode="released"`` reproduces DINO/INO's ``interpolate_pos_encoding`` bit for bit (bicubic with
-    ``scale_factor=(h + offset) / g_h``, 1-3 % off a ``size=`` resize; ``docs/released_code.md``, "Model");
-    ``"timm"`` is timm's ``resample_abs_pos_embed`` (antialiased, as its ``dynamic_img_size``). ``offset=0``
-    shows dino issue 8.
+    ``scale_factor=(h + offset) / g_h``, 1-3 % off a ``size=`` resize; ``docs/released_code.md``, "Model"),
+    and DINOv2's (float32, ``interpolate_offset=0.1``, no antialias); ``"timm"`` is timm's
+    ``resample_abs_pos_embed`` (antialiased, as its ``dynamic_img_size``). ``offset=0`` shows dino issue 8.
 
     Raises ValueError for an unknown ``mode``.
     """
     # A scale factor (not the size ratio) maps output to input coordinates, hence the 1-3 %. When the float scale
     # factor floors to a grid one cell short (dino issue 8), "released" falls back to an exact size=(h, w) resize.
     # timm's antialiased bicubic kernel (a = -0.5, PIL style) differs from the plain one (a = -0.75).
+    # DINO and DINOv2 (Oquab et al. 2023, dinov2/models/vision_transformer.py) name the image's (H, W) "(w, h)" but
+    # scale dims 2, 3 by (H/p + 0.1) / M, (W/p + 0.1) / M in that order, as here; DINOv2 also interpolates in
+    # float32 and M = int(sqrt(N)) equals DINO's float sqrt(N) for a square table: the same doubles, the same table.
     if mode not in RESIZE_MODES:
         raise ValueError(f"pos_embed_resize must be one of {RESIZE_MODES}, got {mode!r}")
     h, w = int(size[0]), int(size[1])
@@ -72,7 +77,8 @@ class INOViT(VisionTransformer):
     """timm ViT with a learnable mask token and a position table initialised for small inputs.
 
     Token layout: index 0 is the class token, 1..N the patch tokens in row-major order over the
-    (H/p, W/p) grid. Works at any input size that is a multiple of the patch size.
+    (H/p, W/p) grid. Works at any input size that is a multiple of the patch size. ``init_values`` (None: off)
+    adds LayerScale to every block, initialised to that value, as DINOv2's ViTs (1e-5).
     """
 
     def __init__(
@@ -86,6 +92,7 @@ class INOViT(VisionTransformer):
         drop_path_rate: float = 0.0,
         pos_embed_size: int = 64,
         pos_embed_resize: str = "released",
+        init_values: float | None = None,
     ):
         if pos_embed_resize not in RESIZE_MODES:
             raise ValueError(f"pos_embed_resize must be one of {RESIZE_MODES}, got {pos_embed_resize!r}")
@@ -94,7 +101,7 @@ class INOViT(VisionTransformer):
         super().__init__(
             img_size=pos_embed_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
             num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path_rate=drop_path_rate,
-            num_classes=0, global_pool="token", class_token=True, dynamic_img_size=True,
+            num_classes=0, global_pool="token", class_token=True, dynamic_img_size=True, init_values=init_values,
         )
         self.pos_embed_resize = pos_embed_resize
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))  # Sec. 3.3, iBOT/INO

@@ -115,3 +115,14 @@ def test_segment_sequence_matches_the_released_preprocessing_end_to_end(data_dir
         agree[mode] = (got == want).double().mean().item()
     msg = f"share of pixels equal to the released pipeline's: {agree}"
     assert agree["released"] >= 0.999 and agree["antialias"] < agree["released"], msg
+
+
+def test_frame_sizes_on_a_patch_14_grid():
+    """DINOv2's patch 14 with the released multiple 8: both sides land on the patch grid (the long side on 56)."""
+    assert FrameSize.for_frame(480, 854, 480, 8, 14) == FrameSize(476, 840)
+    for H in range(100, 1300, 37):
+        for W in (H, 854, 1920, 3 * H // 2):
+            for short in (0, 240, 480):
+                s = FrameSize.for_frame(H, W, short, 8, 14)
+                assert s.height % 14 == 0 and s.width % 14 == 0 and min(s.height, s.width) > 0, (H, W, short)
+                assert FrameSize.for_frame(H, W, short, 8, 8) == FrameSize.for_frame(H, W, short, 8), (H, W)

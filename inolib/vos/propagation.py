@@ -393,12 +393,14 @@ class FrameSize:
                   patch: int | None = None) -> "FrameSize":
         """The size an H x W frame is resized to (one direct resize, no crop, as the released ``read_frame``).
 
-        With ``short_side``: the short side becomes ``short_side`` and the long side
-        ``int(short_side * long / short)`` (one division, as released: 1490 x 1490 gives 480, not 479), floored to
-        a multiple of ``multiple``. The released code floors only the long side (DINO's multiple of 64 gives
-        832 x 480); the short side is floored to ``patch`` when given (a no-op for 480 at patch 8 or 16), else to
-        ``multiple``. Without ``short_side`` both sides are floored to ``multiple``.
+        The short side becomes ``short_side`` (floored to ``patch``) and the long side ``int(short_side * long /
+        short)`` floored to ``multiple`` (raised to a multiple of ``patch``: 56 for patch 14 and 8); without
+        ``short_side`` both sides are floored to ``multiple``.
         """
+        # one division, as released (1490 x 1490 gives 480, not 479); the released code floors only the long side
+        # (DINO's multiple of 64 gives 832 x 480); flooring the short side to the patch is a no-op at 480 for 8, 16
+        if patch:
+            multiple = math.lcm(multiple, patch)  # unchanged for patch 8 or 16 with 8 or 64
         if not short_side:
             return cls(H - H % multiple, W - W % multiple)
         short = short_side - short_side % (patch or multiple)

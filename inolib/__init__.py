@@ -8,6 +8,16 @@ released code as the tests' yardstick. docs/modules.md names every module.
 
 __version__ = "0.1.0"
 
+
+def load_backbone(checkpoint, key=None, device="cpu", trust=False):
+    """The ViT backbone of a checkpoint file or a weights name (``ino-vits8-charades``, ``dino-vits8``,
+    ``dinov2-vits14``, ...; fetched once into the cache) and its report: ``vit, report = inolib.load_backbone(
+    "dino-vits8")``; ``vit.encode(images)`` gives the class and patch tokens of (B, 3, H, W) images."""
+    from .checkpoint import load_backbone as load
+    from .weights import resolve
+
+    return load(resolve(checkpoint), key=key, device=device, trust=trust)
+
 import importlib as _importlib
 import importlib.abc as _abc
 import importlib.util as _util

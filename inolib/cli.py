@@ -287,6 +287,8 @@ def _train(args: argparse.Namespace) -> int:
     # every flag is checked before any work (no folder made, no video indexed, no model built): the config and the
     # run's numbers by the Trainer, the rest here
     cfg = config_from_args(args)
+    if args.init is not None:
+        cfg = C.override(cfg, {"model.init": args.init})
     _check_device(args.device)
     trainer = Trainer(cfg, args.data, args.out, device=args.device, resume=not args.no_resume,
                       log_every=args.log_every, save_every=args.save_every, keep_every=args.keep_every,
@@ -378,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, None, "starting configuration (default: the settings an inolib checkpoint was trained "
                              "with, e.g. the tiny preset's for data/checkpoints/ino_tiny.pth; otherwise charades)",
                     sections=("model", "propagation"),  # model.*: the architecture of --checkpoint random
-                    skip=("model.head_", "model.norm_last_layer", "model.drop_path_rate"))  # head, training only
+                    skip=("model.head_", "model.norm_last_layer", "model.drop_path_rate", "model.init"))  # training
     p.add_argument("--checkpoint", required=True, help="checkpoint file (ours, released INO, DINO, DINOv2, timm), a "
                                                        "weights name (ino weights list; fetched once) or 'random'")
     p.add_argument("--network", default=None, help="network in the checkpoint: student or teacher (default: the format's)")
@@ -406,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the videos of a --data list file are: the <id>.mp4 files of Charades' annotation csv "
                         "(default: Charades_v1_480/ next to Charades_v1_train.csv, as downloaded), or the folder "
                         "relative paths in a list start from (default: the list's folder)")
+    p.add_argument("--init", default=None, metavar="NAME|PATH",
+                   help="start the student and teacher backbones from these weights (a file or a weights name, e.g. "
+                        "dino-vits8; heads fresh); the same as --model.init, recorded in the run's config")
     p.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, tb/")
     p.add_argument("--device", default="cpu", help="cpu or cuda (each torchrun process takes GPU LOCAL_RANK)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint.pth exists")

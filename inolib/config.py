@@ -44,6 +44,7 @@ class ModelConfig:
     head_bottleneck_dim: int = 256  # DINO head, App. A.1 ("same as [4]")
     head_num_layers: int = 3  # N_l, App. A.1 and App. B.1.4
     norm_last_layer: bool = True  # weight-norm gain fixed to 1, released (student and teacher)
+    init: str = ""  # backbone weights to start from (a file or a weights name); "": random, as Sec. 4.1 trains
     # Fields of older versions, read from their checkpoints and dropped (the block of the label-propagation
     # features is propagation.feature_block; this one was never read).
     RETIRED = ("feature_block",)  # not annotated: a class attribute, not a field

@@ -620,3 +620,45 @@ def test_ino_train_reports_videos_that_all_fail_while_training_in_one_line(tmp_p
     errors = [line for line in err.splitlines() if "ino train" in line]  # (stderr also has the progress bars)
     assert len(errors) == 1 and "Traceback" not in err, err
     assert errors[0].startswith("ino train: error: no video left to train on") and "apple.mp4" in errors[0]
+
+
+def test_init_starts_both_backbones_from_the_weights_and_resume_keeps_the_run(tmp_path, data_dir, capsys):
+    """--model.init (ino train --init): the step-0 student and teacher backbones are the file's (its position
+    table resized to the run's grid; heads fresh); the config records it; a resumed run continues its own weights."""
+    from inolib.cli import main
+    from inolib.model import build_backbone
+
+    arch = {"model.embed_dim": "192", "model.num_heads": "3"}  # a width the loader knows (ViT-Tiny)
+    src = C.override(C.smoke(), {**arch, "model.pos_embed_size": "128"})  # a 16x16 table; the run's is 8x8
+    torch.manual_seed(5)
+    vit = build_backbone(src.model)
+    state = {k: v for k, v in vit.state_dict().items() if k != "mask_token"}  # DINO-style: no mask token
+    torch.save(state, tmp_path / "pre.pth")
+    cfg = C.override(C.smoke(), {**arch, "model.init": str(tmp_path / "pre.pth")})
+    g = cfg.model.pos_embed_size // cfg.model.patch_size
+    tr = Trainer(cfg, data_dir / "videos", tmp_path / "run", progress=False, tensorboard=False, max_steps=2)
+    student, teacher = tr.student.backbone.state_dict(), tr.teacher.backbone.state_dict()
+    for k, v in state.items():
+        want = vit.pos_embed_for((g, g)) if k == "pos_embed" else v
+        assert torch.equal(student[k], want) and torch.equal(teacher[k], want), k
+    assert student["pos_embed"].shape == (1, 1 + g * g, 192)
+    tr.fit()
+    ck = torch.load(tmp_path / "run/checkpoint.pth", weights_only=True)
+    assert ck["config"]["model"]["init"] == str(tmp_path / "pre.pth") and ck["step"] == 2
+    again = Trainer(cfg, data_dir / "videos", tmp_path / "run", progress=False, tensorboard=False, max_steps=3)
+    assert again.step == 2 and torch.equal(again.student.backbone.pos_embed, ck["student"]["backbone.pos_embed"])
+    again.fit()
+    assert again.step == 3
+    deeper = C.override(cfg, {"model.depth": "3"})
+    with pytest.raises(ValueError, match=r"--model.init .*pre.pth: a ViT of patch 8, width 192, 2 blocks"):
+        Trainer(deeper, data_dir / "videos", tmp_path / "run2", progress=False, tensorboard=False, max_steps=1)
+    assert not (tmp_path / "run2").exists()  # refused before the run folder was made
+    args = ["train", "--preset", "smoke", "--model.embed_dim", "192", "--model.num_heads", "3", "--data",
+            str(data_dir / "videos"), "--out", str(tmp_path / "cli"), "--max-steps", "1", "--no-tensorboard",
+            "--init", str(tmp_path / "pre.pth")]
+    assert main(args) == 0
+    assert torch.load(tmp_path / "cli/checkpoint.pth", weights_only=True)["config"]["model"]["init"] == str(
+        tmp_path / "pre.pth")
+    unknown = [a if a != str(tmp_path / "pre.pth") else "no-such-weights" for a in args]
+    unknown[unknown.index("--out") + 1] = str(tmp_path / "cli2")
+    assert main(unknown) == 2 and "known names" in capsys.readouterr().err and not (tmp_path / "cli2").exists()

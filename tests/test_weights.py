@@ -207,3 +207,14 @@ def test_the_lessons_load_weights_by_name(tiny_name):
     assert report["patch_size"] == entry.patch and torch.equal(loaded.pos_embed, vit.pos_embed)
     with pytest.raises(weights.WeightsError, match="known names"):
         notebook.load_weights("no-such-weights")
+
+
+def test_load_backbone_at_the_package_top_takes_names_and_paths(tiny_name):
+    import inolib
+
+    entry, vit, _ = tiny_name
+    by_name, report = inolib.load_backbone("test-vit")
+    by_path, _ = inolib.load_backbone(weights.cached("test-vit"))
+    assert report["depth"] == entry.depth and torch.equal(by_name.pos_embed, by_path.pos_embed)
+    cls, patches = by_name.encode(torch.zeros(1, 3, 32, 48))
+    assert cls.shape[-1] == entry.width and patches.shape[:2] == (1, 4 * 6)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_write, remove_stale_temporaries
 from ..checkpoint import save_checkpoint
-from ..config import INOConfig, validate
+from ..config import INOConfig, ModelConfig, validate
 from ..data.clips import ClipDataset, ClipSampler, SkipLog, UnusableVideos, _seed, make_clip_loader
 from ..data.index import VideoIndex, resolve_sources
 from ..distributed import all_reduce_mean, barrier, ready
@@ -125,6 +125,29 @@ def train_step(student: nn.Module, teacher: nn.Module, criterion: INOLoss, optim
 
 # ----------------------------------------------------------------------------------------------------
 # The training loop
+
+
+def init_backbone_state(model: ModelConfig) -> dict:
+    """The backbone weights ``model.init`` names (a file or a weights name, fetched once), as a state dict for a
+    backbone of ``model``: the position table resized to its grid; a missing mask token keeps its random init.
+    Raises: ValueError naming ``--model.init`` when the file's ViT is not the configured one."""
+    from ..checkpoint import load_backbone
+    from ..weights import resolve
+
+    vit, report = load_backbone(resolve(model.init))
+    want = (model.patch_size, model.embed_dim, model.depth, model.num_heads)
+    got = (report["patch_size"], report["embed_dim"], report["depth"], vit.blocks[0].attn.num_heads)
+    state = vit.state_dict()
+    scaled = any(k.endswith(".ls1.gamma") for k in state)  # DINOv2's LayerScale: not in inolib's training ViT
+    if got != want or scaled:
+        raise ValueError(f"--model.init {model.init}: a ViT of patch {got[0]}, width {got[1]}, {got[2]} blocks, "
+                         f"{got[3]} heads{' with LayerScale' if scaled else ''}; this run trains patch {want[0]}, "
+                         f"width {want[1]}, {want[2]} blocks, {want[3]} heads without LayerScale (--model.*)")
+    g = model.pos_embed_size // model.patch_size
+    state["pos_embed"] = vit.pos_embed_for((g, g)).detach().clone()  # the file's table on this run's grid
+    if not report["mask_token"]:
+        del state["mask_token"]
+    return state
 
 
 class TrainingInterrupted(Exception):
@@ -269,6 +292,8 @@ class Trainer:
             self.eval_sequences = load_davis_for_validation(eval_davis)  # read once, before any training
         # the data sources too: a typo in --data must not leave a new run folder behind
         plan = self._plan_sources(sources, video_root)
+        resuming = resume and (self.out / "checkpoint.pth").is_file()
+        init = None if resuming or not cfg.model.init else init_backbone_state(cfg.model)  # read (fetched) once
         self.amp_dtype = AMP_DTYPES[cfg.optim.amp]
         if self.amp_dtype is torch.float16 and self.device.type == "cpu":
             warnings.warn("optim.amp fp16 is for GPUs; using bf16 autocast on the CPU", stacklevel=2)
@@ -296,7 +321,11 @@ class Trainer:
         self.skips = SkipLog(self.dataset.index_skipped)
 
         # networks, loss, optimiser, schedules
-        student = build_network(cfg.model).to(self.device)
+        student = build_network(cfg.model)
+        if init is not None:  # pretrained backbone weights; the heads start fresh (the teacher copies the student)
+            result = student.backbone.load_state_dict(init, strict=False)
+            assert not result.unexpected_keys and set(result.missing_keys) <= {"mask_token"}, result
+        student = student.to(self.device)
         self.teacher = make_teacher(student, cfg.model).to(self.device)
         self.student = student
         if self.dist.distributed:
@@ -311,7 +340,7 @@ class Trainer:
         self._postfix: dict[str, str] = {}  # what the progress bar shows after the counts
         self.skipped_steps = 0  # steps whose loss had no gradient (nothing to learn), see train_step
         self.last_checkpoint: Path | None = None
-        if resume and (self.out / "checkpoint.pth").is_file():
+        if resuming:
             self.load(self.out / "checkpoint.pth")
         if self.dist.is_main:
             truncate_log(self.out / "log.jsonl", self.step)  # each step once in the log, also after a kill
@@ -408,9 +437,10 @@ class Trainer:
         if not isinstance(theirs, dict):
             raise ValueError(f"{path}: not a resumable inolib checkpoint (its 'config' is not a dict)")
         section = lambda sec: theirs.get(sec) if isinstance(theirs.get(sec), dict) else {}  # noqa: E731
+        default = INOConfig().to_dict()  # a field newer than the checkpoint counts as its default
         diff = [f"{sec}.{k}" for sec in mine if isinstance(mine[sec], dict)
                 for k in mine[sec] if (sec, k) != ("optim", "num_workers")
-                and mine[sec][k] != section(sec).get(k)]
+                and mine[sec][k] != section(sec).get(k, default[sec][k])]
         if diff:
             raise ValueError(f"{path}: written with another configuration ({', '.join(diff[:8])} differ); "
                              "resume with the same flags, or start a new run (another --out, or --no-resume)")

@@ -195,9 +195,13 @@ def cmd_propagate(args: argparse.Namespace) -> int:
     from .checkpoint import FORMAT, config_from, read_checkpoint
     from .weights import resolve
 
+    from .data.vos_datasets import plain_name
+
     sources = [x for x in (args.davis, args.ytvos, args.video) if x]
     if len(sources) != 1:
         raise ValueError("give exactly one of --davis ROOT, --ytvos ROOT or --video FILE")
+    for name in args.sequences or []:
+        plain_name(name, "--sequences")  # a sequence name is a folder name, never a path out of --out
     checkpoint, base = None, None
     if args.checkpoint != "random":  # the file is read once: its weights, and an inolib file's own settings
         args.checkpoint = str(resolve(args.checkpoint))  # a weights name: its cached file, fetched once

@@ -193,3 +193,39 @@ def test_ytvos_errors(tmp_path):
         read_ytvos_sequence(root, "vidC")
     with pytest.raises(ValueError, match="nosuchvideo"):
         read_ytvos_sequence(root, "nosuchvideo")
+
+
+def test_a_sequence_name_is_never_a_path(tmp_path):
+    """Names from ImageSets, meta.json or --sequences are one path component: '../..' cannot lead the masks onto
+    the dataset's annotations (they were overwritten, exit 0)."""
+    import json
+
+    from inolib.cli import main
+    from inolib.data.synthetic import make_synthetic_video, write_davis_layout
+    from inolib.data.vos_datasets import list_ytvos_videos, plain_name
+
+    for bad in ("../x", "..", ".", "", "a/b", "/abs", "a\\b", "a\x00b"):
+        with pytest.raises(ValueError, match="plain folder name"):
+            plain_name(bad, "test")
+    assert plain_name("car-shadow", "test") == "car-shadow"
+    davis = tmp_path / "DS"
+    write_davis_layout(make_synthetic_video(3, 32, 48, 1, 0, seed=30_003, name="seqX"), davis)
+    gt = davis / "Annotations/480p/seqX/00000.png"
+    before = gt.read_bytes()
+    out = tmp_path / "a/b/c"
+    hostile = ["--sequences", "../../../DS/Annotations/480p/seqX"]
+    base = ["propagate", "--checkpoint", "random", "--preset", "smoke", "--davis", str(davis), "--out", str(out),
+            "--propagation.short_side", "32", "--propagation.feature_block", "1"]
+    assert main([*base, *hostile]) == 2
+    (davis / "ImageSets/2017/val.txt").write_text("../../../DS/Annotations/480p/seqX\n")
+    assert main(base) == 2
+    assert gt.read_bytes() == before
+    (davis / "ImageSets/2017/val.txt").write_text("seqX\n")
+    out.mkdir(parents=True)
+    (out / "seqX").symlink_to(davis / "Annotations/480p/seqX")  # a link from the output onto the ground truth
+    assert main(base) == 2 and gt.read_bytes() == before
+    meta = tmp_path / "yt/valid"
+    meta.mkdir(parents=True)
+    (meta / "meta.json").write_text(json.dumps({"videos": {"../escape": {"objects": {}}}}))
+    with pytest.raises(ValueError, match="meta.json: video: '../escape'"):
+        list_ytvos_videos(tmp_path / "yt")

@@ -205,17 +205,30 @@ class VOSSequence:
 # ----------------------------------------------------------------------------------------------- DAVIS
 
 
+def plain_name(name: str, what: str) -> str:
+    """``name`` if it is one plain path component (a sequence, video, split or resolution folder name), else a
+    ValueError naming ``what`` (where it came from): a name like ``../../x`` must not lead a writer out of its
+    folder, e.g. onto a dataset's ground truth."""
+    if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name
+            or Path(name).name != name or Path(name).is_absolute()):
+        raise ValueError(f"{what}: {name!r} is not a plain folder name (one path component, no '/' or '..')")
+    return name
+
+
 def list_davis_sequences(root: str | Path, split: str = "val", resolution: str = "480p") -> list[str]:
     """Sequence names of ``root/ImageSets/2017/<split>.txt``, in file order.
 
     Raises FileNotFoundError if the list file or a listed ``JPEGImages/<resolution>/<seq>`` folder is missing.
     """
     root = Path(root)
+    plain_name(split, "DAVIS split")
+    plain_name(resolution, "DAVIS resolution")
     list_file = root / "ImageSets" / "2017" / f"{split}.txt"
     if not list_file.is_file():
         raise FileNotFoundError(f"DAVIS split list not found: {list_file}")
     names = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
     for name in names:
+        plain_name(name, f"{list_file}: sequence")
         folder = root / "JPEGImages" / resolution / name
         if not folder.is_dir():
             raise FileNotFoundError(f"{list_file}: sequence '{name}' has no frame folder {folder}")
@@ -233,6 +246,8 @@ def read_davis_sequence(root: str | Path, name: str, resolution: str = "480p", r
     Errors are ValueError / FileNotFoundError naming the offending file or folder.
     """
     root = Path(root)
+    plain_name(name, "DAVIS sequence")
+    plain_name(resolution, "DAVIS resolution")
     frame_dir = root / "JPEGImages" / resolution / name
     ann_dir = root / "Annotations" / resolution / name
     if not frame_dir.is_dir():
@@ -276,7 +291,7 @@ def load_davis(root: str | Path, split: str = "val", resolution: str = "480p", *
 
 def _read_ytvos_meta(root: Path, split: str) -> tuple[Path, dict]:
     """(path, the "videos" dict) of ``root/<split>/meta.json``."""
-    meta_file = root / split / "meta.json"
+    meta_file = root / plain_name(split, "YouTube-VOS split") / "meta.json"
     if not meta_file.is_file():
         raise FileNotFoundError(f"YouTube-VOS meta file not found: {meta_file}")
     try:
@@ -290,12 +305,13 @@ def _read_ytvos_meta(root: Path, split: str) -> tuple[Path, dict]:
 
 def list_ytvos_videos(root: str | Path, split: str = "valid") -> list[str]:
     """Sorted video names of ``root/<split>/meta.json``; FileNotFoundError if it is missing."""
-    _, videos = _read_ytvos_meta(Path(root), split)
-    return sorted(videos)
+    meta_file, videos = _read_ytvos_meta(Path(root), split)
+    return sorted(plain_name(name, f"{meta_file}: video") for name in videos)
 
 
 def _ytvos_sequence(root: Path, name: str, split: str, meta_file: Path, videos: dict,
                     require_indexed: bool) -> VOSSequence:
+    plain_name(name, f"{meta_file}: video")
     if name not in videos:
         raise ValueError(f"{meta_file}: no video '{name}'")
     try:

@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from ..atomic import is_inside
 from ..config import PropagationConfig, propagation_problems
-from ..data.vos_datasets import (VOSSequence, list_davis_sequences, list_ytvos_videos, read_davis_sequence,
-                                 read_ytvos_sequence)
+from ..data.vos_datasets import (VOSSequence, list_davis_sequences, list_ytvos_videos, plain_name,
+                                 read_davis_sequence, read_ytvos_sequence)
 from ..model import INOViT
 from .propagation import FrameSize, Propagator, labels_to_grid, labels_to_ids
 from .resize import check_resize_mode, frames_to_input
@@ -194,6 +194,17 @@ def _iter_segment(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, device:
         yield labels_to_ids(soft, (H, W), patch)
 
 
+def _check_target(out_dir: Path, name: str, dataset: str | Path) -> None:
+    """ValueError unless ``out_dir/name`` is a folder of ``out_dir`` outside the ``dataset`` (symlinks resolved):
+    a sequence name is one path component, and no link leads the masks onto the dataset's ground truth."""
+    target = out_dir / plain_name(name, "sequence")
+    if not is_inside(target, out_dir) or target.resolve().parent != out_dir.resolve():
+        raise ValueError(f"{target}: not a folder of {out_dir} (a link leading elsewhere?); masks go only there")
+    if is_inside(target, dataset):
+        raise ValueError(f"{target}: leads into the dataset {dataset}, an input folder that must not be written "
+                         "into; choose another --out")
+
+
 def segment_davis(vit: INOViT, davis_root: str | Path, out_dir: str | Path, cfg: PropagationConfig,
                   split: str = "val", sequences: list[str] | None = None, device: str | torch.device = "cpu",
                   resume: bool = False, progress: bool = True, resolution: str = "480p") -> list[str]:
@@ -213,6 +224,8 @@ def segment_davis(vit: INOViT, davis_root: str | Path, out_dir: str | Path, cfg:
         if not seq.object_ids:
             raise ValueError(f"{_first_mask_file(seq)}: the first-frame mask holds no object (only background or "
                              f"void 255): nothing to propagate")
+    for seq in seqs:
+        _check_target(out_dir, seq.name, davis_root)
     done = []
     for seq in tqdm(seqs, desc="sequences", unit="seq", disable=not progress):
         if _write_sequence(vit, seq, out_dir / seq.name, cfg, device, resume, progress):
@@ -234,6 +247,8 @@ def segment_ytvos(vit: INOViT, ytvos_root: str | Path, out_dir: str | Path, cfg:
     names = videos or list_ytvos_videos(ytvos_root, split)
     _check(cfg, vit)
     done = []
+    for name in names:
+        _check_target(out_dir / "Annotations", name, ytvos_root)
     for name in tqdm(names, desc="videos", unit="video", disable=not progress):
         seq = read_ytvos_sequence(ytvos_root, name, split)
         if _write_sequence(vit, seq, out_dir / "Annotations" / name, cfg, device, resume, progress):

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_write
-from .config import INOConfig
+from .config import UPPER_LIMITS, INOConfig
 from .model import INOViT
 
 HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16}
@@ -264,9 +264,21 @@ def build_from_state(state: dict, path: str | Path = "<state>", num_heads: int |
         if need not in state:
             raise ValueError(f"{path}: not a ViT backbone, missing {need!r} (keys: {sorted(state)[:8]} ...)")
     _check_supported(state, path)
+    # sizes come from the file: bound them before anything is built (a hostile file must not make us allocate)
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor) and v.numel() and v.untyped_storage().nbytes() < v.numel() * v.element_size():
+            raise ValueError(f"{path}: tensor {k!r} of shape {tuple(v.shape)} holds less data than its shape claims "
+                             "(a stride-0 tensor): not a checkpoint's weights")
+    blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))})
+    if blocks != list(range(len(blocks))):
+        raise ValueError(f"{path}: transformer blocks numbered {blocks[:3]}...{blocks[-3:]}, not 0..N-1")
     dim = state["cls_token"].shape[-1]
     patch = state["patch_embed.proj.weight"].shape[-1]
-    depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
+    depth = len(blocks)
+    for what, value, key in (("blocks", depth, "model.depth"), ("width", dim, "model.embed_dim"),
+                             ("patch", patch, "model.patch_size")):
+        if not 1 <= value <= UPPER_LIMITS[key]:
+            raise ValueError(f"{path}: a ViT with {what} {value}: outside 1..{UPPER_LIMITS[key]}")
     n_pos = state["pos_embed"].shape[1] - 1
     g = int(round(math.sqrt(n_pos)))
     if g * g != n_pos:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -102,6 +103,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .course.demo import run_demo, run_tour
 
     _check_device(args.device)  # before any work
+    if not (math.isfinite(args.train_seconds) and 0 <= args.train_seconds <= 86400):
+        raise ValueError(f"--train-seconds {args.train_seconds}: must be a number of seconds in 0..86400 (0: skip)")
     if args.tour:
         run_tour(config_from_args(args), data_dir=args.data, device=args.device, seed=args.seed)
         return 0
@@ -212,6 +215,10 @@ def cmd_propagate(args: argparse.Namespace) -> int:
             except ValueError:
                 base = None  # an unparsable config: the backbone load warns about it, the weights still load
     cfg = config_from_args(args, base)
+    if args.checkpoint == "random":  # the architecture is built from the --model.* flags: checked (bounded) first
+        bad = [line for line in C.problems(cfg) if line.startswith("--model.")]
+        if bad:
+            raise ValueError("; ".join(bad))
     p = cfg.propagation
     check_propagation_config(p)  # the --propagation.* values, before anything is loaded
     _check_device(args.device)

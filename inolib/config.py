@@ -13,6 +13,7 @@ the command line uses. ``to_dict``/``from_dict`` turn a config into plain Python
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -324,6 +325,23 @@ def _type_name(tp: Any) -> str:
     return {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
 
 
+# Upper bounds far beyond any real run (ViT-g is 40 blocks 1536 wide; DINO's head has 65536 outputs), so that a
+# typo or a hostile file cannot make inolib build a 100,000-block network or a 10^8-pixel frame before failing.
+UPPER_LIMITS = {
+    "model.patch_size": 64, "model.embed_dim": 8192, "model.depth": 128, "model.num_heads": 128,
+    "model.mlp_ratio": 16, "model.pos_embed_size": 8192, "model.head_out_dim": 262144,
+    "model.head_hidden_dim": 65536, "model.head_bottleneck_dim": 8192, "model.head_num_layers": 16,
+    "crops.clip_len": 256, "crops.fps": 1000, "crops.clips_per_video": 100000, "crops.global_size": 4096,
+    "crops.num_local": 256, "crops.local_size": 4096, "crops.ratio": 100,
+    "masking.block_min_patches": 100000,
+    "optim.epochs": 100000, "optim.batch_size_per_gpu": 100000, "optim.warmup_epochs": 100000,
+    "optim.num_workers": 1024, "optim.freeze_last_layer": 100000,
+    "propagation.topk": 100000, "propagation.num_context": 10000, "propagation.radius": 100000,
+    "propagation.short_side": 8192, "propagation.round_to": 8192, "propagation.feature_block": 128,
+    "synthetic.num_frames": 100000, "synthetic.height": 8192, "synthetic.width": 8192, "synthetic.fps": 1000,
+}
+
+
 def problems(cfg: INOConfig) -> list[str]:
     """Every value of ``cfg`` that cannot work for training, one ``--section.field VALUE: reason`` each (empty
     when all is well). See :func:`validate`."""
@@ -334,6 +352,13 @@ def problems(cfg: INOConfig) -> list[str]:
             value = getattr(value, part)
         if not _has_type(value, tp):
             out.append(f"--{key} {_shown(value)}: must be {_type_name(tp)}")
+        elif any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, tuple)
+                                                                        else (value,))):
+            out.append(f"--{key} {_shown(value)}: must be finite (no inf or nan)")
+        elif key in UPPER_LIMITS and any(v > UPPER_LIMITS[key] for v in (value if isinstance(value, tuple)
+                                                                         else (value,))):
+            out.append(f"--{key} {_shown(value)}: must be <= {UPPER_LIMITS[key]:g} (a bound no real run reaches, "
+                       "checked before anything is built)")
     if out:
         return out
 
@@ -472,7 +497,8 @@ def propagation_problems(p: PropagationConfig, patch_size: int | None = None, de
     """:func:`problems`' rules for the propagation section alone, for a ViT of ``patch_size`` and ``depth``
     (None: not known yet, e.g. before a checkpoint is read; the rules that need them wait)."""
     patch = patch_size or 1
-    model = dataclasses.replace(ModelConfig(), patch_size=patch, pos_embed_size=8 * patch, depth=depth or 10**6)
+    model = dataclasses.replace(ModelConfig(), patch_size=patch, pos_embed_size=8 * patch,
+                                depth=depth or UPPER_LIMITS["model.depth"])
     return [line for line in problems(INOConfig(model=model, propagation=p)) if line.startswith("--propagation.")]
 
 

@@ -332,3 +332,24 @@ def test_a_damaged_shipped_network_file_is_an_error_naming_it(tmp_path, damage, 
     torch.save(obj, tmp_path / "damaged.pth")
     with pytest.raises(ValueError, match=r"damaged\.pth: " + message):
         load_network(tmp_path / "damaged.pth")
+
+
+def test_sizes_from_a_hostile_file_are_bounded_before_anything_is_built(tmp_path):
+    """One extra key 'blocks.99999...' used to build 100,000 blocks; stride-0 tensors claimed huge shapes."""
+    import time
+
+    from inolib import config as C
+    from inolib.checkpoint import load_backbone
+    from inolib.model import build_backbone
+
+    m = C.override(C.smoke(), {"model.embed_dim": "192", "model.num_heads": "3"}).model
+    state = build_backbone(m).state_dict()
+    t0 = time.perf_counter()
+    torch.save({**state, "blocks.99999.norm1.weight": torch.ones(192)}, tmp_path / "gap.pth")
+    with pytest.raises(ValueError, match=r"gap.pth: transformer blocks numbered"):
+        load_backbone(tmp_path / "gap.pth")
+    wide = dict(state, cls_token=torch.zeros(1, 1, 1).expand(1, 1, 10**7))  # stride 0: 4 bytes claim 40 MB
+    torch.save(wide, tmp_path / "wide.pth")
+    with pytest.raises(ValueError, match=r"wide.pth: tensor 'cls_token' of shape \(1, 1, 10000000\) holds less"):
+        load_backbone(tmp_path / "wide.pth")
+    assert time.perf_counter() - t0 < 10

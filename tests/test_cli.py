@@ -351,3 +351,14 @@ def test_demo_with_a_bogus_device_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "--device 'bogus'" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "demo").exists()
+
+
+def test_sizes_and_non_finite_numbers_from_flags_are_refused_before_any_work(tmp_path, capsys):
+    from inolib.cli import main
+
+    out = tmp_path / "o"
+    assert main(["propagate", "--checkpoint", "random", "--preset", "smoke", "--model.depth", "100000", "--davis",
+                 str(REPO / "data/davis_sample/DAVIS"), "--out", str(out)]) == 2
+    assert "--model.depth 100000: must be <= 128" in capsys.readouterr().err and not out.exists()
+    assert main(["demo", "--train-seconds", "nan", "--out", str(out)]) == 2
+    assert "--train-seconds nan" in capsys.readouterr().err and not out.exists()

@@ -129,7 +129,7 @@ def test_every_preset_validates(name):
 @pytest.mark.parametrize("overrides,message", [
     ({"loss.teacher_temp": "0"}, "--loss.teacher_temp 0: must be > 0"),
     ({"loss.student_temp": "-0.1"}, "--loss.student_temp -0.1: must be > 0"),
-    ({"loss.aff_teacher_temp": "nan"}, "--loss.aff_teacher_temp nan: must be > 0"),
+    ({"loss.aff_teacher_temp": "nan"}, "--loss.aff_teacher_temp nan: must be finite"),
     ({"crops.global_scale": "0,0.95"}, "--crops.global_scale 0,0.95: must be MIN,MAX with 0 < MIN <= MAX <= 1"),
     ({"crops.local_scale": "0.5,1.5"}, "--crops.local_scale 0.5,1.5: must be MIN,MAX"),
     ({"crops.global_scale": "0.9,0.5"}, "--crops.global_scale 0.9,0.5: must be MIN,MAX"),
@@ -190,3 +190,17 @@ def test_propagation_rules_are_the_config_rules():
     deep = C.override(C.smoke(), {"propagation.feature_block": "3"}).propagation  # the smoke ViT has 2 blocks
     with pytest.raises(ValueError, match=r"--propagation.feature_block 3: must be a block of the ViT: 1..2"):
         segment_sequence(vit, None, deep)
+
+
+@pytest.mark.parametrize("key,value,says", [
+    ("model.depth", "100000", "must be <= 128"), ("model.embed_dim", str(10**7), "must be <= 8192"),
+    ("propagation.short_side", "100000", "must be <= 8192"), ("crops.num_local", str(10**6), "must be <= 256"),
+    ("crops.global_size", "80000", "must be <= 4096"), ("synthetic.height", "100000", "must be <= 8192"),
+    ("optim.epochs", str(10**12), "must be <= 100000"), ("crops.ratio", "0.5,inf", "must be finite"),
+    ("crops.fps", "inf", "must be finite"), ("model.mlp_ratio", "inf", "must be finite"),
+    ("loss.teacher_temp", "nan", "must be finite"),
+])
+def test_sizes_are_bounded_and_numbers_finite(key, value, says):
+    with pytest.raises(ValueError, match=f"--{key} .*{says}"):
+        C.validate(C.override(C.charades(), {key: value}))
+    assert all(C.problems(C.get_preset(n)) == [] for n in C.PRESETS)  # no real run is near a bound

@@ -229,3 +229,42 @@ def test_a_sequence_name_is_never_a_path(tmp_path):
     (meta / "meta.json").write_text(json.dumps({"videos": {"../escape": {"objects": {}}}}))
     with pytest.raises(ValueError, match="meta.json: video: '../escape'"):
         list_ytvos_videos(tmp_path / "yt")
+
+
+def test_image_bombs_are_one_error_naming_the_file(tmp_path, monkeypatch):
+    """PIL's DecompressionBombError (a huge image in a small file) is a ValueError naming the file in every image
+    reader, not a traceback; MAX_IMAGE_PIXELS is lowered so that a small image counts as a bomb here."""
+    from PIL import Image
+
+    from inolib.data.synthetic import make_synthetic_video, write_davis_layout
+    from inolib.data.user_video import read_first_mask
+    from inolib.data.video import read_image
+    from inolib.data.vos_datasets import read_davis_sequence
+    from inolib.vos.metrics import evaluate_davis
+
+    davis = tmp_path / "D"
+    write_davis_layout(make_synthetic_video(3, 48, 64, 1, 0, seed=30_004, name="s"), davis)
+    ann = davis / "Annotations/480p/s/00000.png"
+    results = tmp_path / "R/s"
+    results.mkdir(parents=True)
+    for t in range(3):
+        (results / f"{t:05d}.png").write_bytes((davis / f"Annotations/480p/s/{t:05d}.png").read_bytes())
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 48 x 64 = 3072 > 2 x 500: a "bomb"
+    for call, name in ((lambda: read_first_mask(ann), "00000.png"),
+                       (lambda: read_image(davis / "JPEGImages/480p/s/00000.jpg"), "00000.jpg"),
+                       (lambda: read_davis_sequence(davis, "s"), "00000"),
+                       (lambda: evaluate_davis(davis, tmp_path / "R", progress=False), r"00000\.(png|jpg)")):
+        with pytest.raises(ValueError, match=name):
+            call()
+
+
+def test_a_grey_and_alpha_drawing_is_read_as_the_drawing(tmp_path):
+    from PIL import Image
+
+    from inolib.data.user_video import read_first_mask
+
+    arr = np.zeros((20, 30, 2), np.uint8)  # black strokes: L is 0 everywhere, alpha draws the object
+    arr[5:12, 8:20, 1] = 255
+    Image.fromarray(arr, "LA").save(tmp_path / "la.png")
+    ids = read_first_mask(tmp_path / "la.png")
+    assert ids.sum() == 7 * 12 and ids[6, 9] == 1 and ids[0, 0] == 0

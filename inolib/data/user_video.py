@@ -31,12 +31,14 @@ def read_first_mask(path: str | Path, max_colours: int = 20) -> np.ndarray:
             im.load()
             mode = im.mode
             arr = np.array(im)
-    except OSError as e:
+    except (OSError, Image.DecompressionBombError) as e:  # a bomb: a huge image in a small file
         raise ValueError(f"{path}: not a readable image ({e})") from None
     if mode == "P":
         return arr.astype(np.uint8)
     if mode == "1":
         return arr.astype(np.uint8)
+    if mode == "LA" and (arr[..., 1] < 255).any() and (arr[..., 0] == arr[..., 0].flat[0]).all():
+        return (arr[..., 1] >= 128).astype(np.uint8)  # one flat grey, drawn with the alpha channel
     if mode in ("L", "LA", "I", "F") or mode.startswith("I;16"):
         return _grey_ids(arr[..., 0] if mode == "LA" else arr, path, max_colours)
     if mode not in ("RGB", "RGBA"):

@@ -193,7 +193,7 @@ def read_image(path: str | Path) -> torch.Tensor:
     try:
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"{path}: cannot read image ({e})") from e
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 

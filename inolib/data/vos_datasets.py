@@ -66,7 +66,7 @@ def _image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"{path}: cannot read image ({e})") from e
     return h, w
 
@@ -91,7 +91,7 @@ def _read_label_png(path: Path, frame_size: tuple[int, int] | None, require_inde
             pal = _palette_of(im)
     except ValueError:
         raise
-    except OSError as e:
+    except (OSError, Image.DecompressionBombError) as e:
         raise ValueError(f"{path}: cannot read annotation ({e})") from e
     if frame_size is not None and arr.shape != tuple(frame_size):
         raise ValueError(f"{path}: annotation size {arr.shape[1]}x{arr.shape[0]} (WxH) differs from its frame "

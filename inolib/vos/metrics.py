@@ -377,7 +377,7 @@ def read_results(results_dir: str | Path, seq: VOSSequence, frames: Iterable[int
             with Image.open(path) as im:
                 mode = im.mode
                 arr = np.array(im)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise ValueError(f"{path}: cannot read PNG ({e})") from e
         if arr.ndim != 2:
             raise ValueError(f"{path}: PNG mode '{mode}' has {arr.shape[-1] if arr.ndim == 3 else '?'} channels; "

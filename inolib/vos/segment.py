@@ -310,7 +310,7 @@ def _already_written(target: Path, seq) -> bool:
         with Image.open(last) as im:
             im.load()
             size, mode = im.size, im.mode
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         warnings.warn(f"{last}: unreadable ({e}); segmenting {seq.name} again", stacklevel=3)
         return False
     h, w = seq.frame_size(seq.num_frames - 1)

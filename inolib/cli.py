@@ -105,9 +105,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _check_device(args.device)  # before any work
     if not (math.isfinite(args.train_seconds) and 0 <= args.train_seconds <= 86400):
         raise ValueError(f"--train-seconds {args.train_seconds}: must be a number of seconds in 0..86400 (0: skip)")
+    given = sorted(k[4:] for k, v in vars(args).items() if k.startswith("cfg:") and v is not None)
     if args.tour:
-        run_tour(config_from_args(args), data_dir=args.data, device=args.device, seed=args.seed)
+        args.preset = args.preset or "tiny"
+        run_tour(C.validate(config_from_args(args)), data_dir=args.data, device=args.device, seed=args.seed)
         return 0
+    if given or args.preset is not None:
+        flag = f"--{given[0]}" if given else "--preset"
+        raise ValueError(f"{flag}: the demo segments with the shipped model's own settings and reports them; "
+                         "--preset and the --section.field flags apply to --tour only")
     run_demo(data_dir=args.data, out_dir=args.out, checkpoint=args.checkpoint, train_seconds=args.train_seconds,
              device=args.device, seed=args.seed, **({} if args.short_side is None else {"short_side": args.short_side}))
     return 0
@@ -374,9 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_config)
     p = sub.add_parser("demo", help="train briefly, segment the DAVIS sample with the shipped model, random init "
                                     "and raw pixels, write runs/demo/report.html (--tour: one forward pass explained)")
-    add_config_args(p, "tiny")
+    add_config_args(p, None, "--tour only: its starting configuration (default tiny); the demo itself uses the "
+                             "shipped model's settings", sections=("model", "crops", "masking", "loss"))
     p.add_argument("--tour", action="store_true", help="print the model, the masks and the four losses of one "
-                                                       "forward pass on real frames instead (uses --preset)")
+                                                       "forward pass on real frames instead (uses --preset and the "
+                                                       "--model/crops/masking/loss.* flags)")
     p.add_argument("--data", default="data", help="folder with the bundled data (default data)")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--checkpoint", default=None, help="trained model (default DATA/checkpoints/ino_tiny.pth)")

@@ -106,3 +106,24 @@ def test_run_demo_writes_the_report_with_three_feature_extractors(tmp_path, data
     for name in ("shipped", "random_init", "raw_pixels"):
         assert len(list((tmp_path / "out/results" / name / "seq1").glob("*.png"))) == 8
     assert any("J&F" in line for line in lines) and (tmp_path / "out/live/checkpoint.pth").is_file()
+
+
+def test_demo_takes_only_the_flags_it_uses(tmp_path, capsys):
+    import pytest
+
+    from inolib.cli import main
+
+    with pytest.raises(SystemExit):  # not a demo flag at all: argparse refuses it
+        main(["demo", "--propagation.topk", "3", "--out", str(tmp_path / "a")])
+    assert main(["demo", "--model.depth", "3", "--out", str(tmp_path / "b")]) == 2
+    assert "--model.depth: the demo segments with the shipped model's own settings" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+    assert main(["demo", "--tour", "--loss.teacher_temp", "0"]) == 2  # printed NaN losses, exit 0
+    assert "--loss.teacher_temp 0: must be > 0" in capsys.readouterr().err
+
+
+def test_report_titles_show_dollar_signs_as_text():
+    from inolib.course.demo_report import _curves, _png
+
+    png = _png(_curves([{"step": 1, "loss": 2.0}], ["loss"], r"sequence $\notamacro{$ of a user", "loss"))
+    assert png.startswith("<img") or "base64" in png

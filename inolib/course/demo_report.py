@@ -31,6 +31,11 @@ from ..vos.segment import extract_features  # noqa: E402
 from .viz import overlay_labels  # noqa: E402
 
 
+def _plain(text: str) -> str:
+    """``text`` shown as it is in a matplotlib title: a sequence named ``$x$`` is not mathtext."""
+    return text.replace("$", r"\$")
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
@@ -61,7 +66,7 @@ def _curves(records: list[dict], keys: list[str], title: str, ylabel: str, basel
         ax.text(ax.get_xlim()[0], v, f" {name}", va="bottom", fontsize=8, color="grey")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_plain(title), fontsize=10)
     ax.legend(fontsize=8)
     return fig
 
@@ -114,7 +119,7 @@ def affinity_figure(seq, networks: dict, cfg: PropagationConfig, frames: tuple[i
         sim = torch.einsum("d,dhw->hw", q, F.normalize(fb, dim=0)).cpu()
         ax.imshow(imgs[1].permute(1, 2, 0).numpy())
         ax.imshow(sim.numpy(), cmap="jet", alpha=0.55, extent=(0, W, H, 0))
-        ax.set_title(f"{name}: similarity in frame {b}", fontsize=9)
+        ax.set_title(_plain(f"{name}: similarity in frame {b}"), fontsize=9)
     for ax in axes:
         ax.axis("off")
     return fig
@@ -134,7 +139,7 @@ def masks_figure(seq, folders: dict[str, Path], frame: int | None = None):
     fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 2.0))
     for ax, (name, lab) in zip(axes, panels.items()):
         ax.imshow(overlay_labels(img, lab, davis_palette(), alpha=0.6))
-        ax.set_title(f"{seq.name} {stem}: {name}", fontsize=8)
+        ax.set_title(_plain(f"{seq.name} {stem}: {name}"), fontsize=8)
         ax.axis("off")
     return fig
 

@@ -36,7 +36,14 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     path = Path(path)
     tmp = temp_path(path)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except RuntimeError as e:
+            # torch.save reports a full disk or a failed write as RuntimeError ("PytorchStreamWriter failed
+            # writing file ..."): an OSError naming the file, which the command line shows as one line
+            if "writ" not in str(e).lower():
+                raise
+            raise OSError(f"{path}: cannot write it ({' '.join(str(e).split())[:200]}); is the disk full?") from e
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -662,3 +662,28 @@ def test_init_starts_both_backbones_from_the_weights_and_resume_keeps_the_run(tm
     unknown = [a if a != str(tmp_path / "pre.pth") else "no-such-weights" for a in args]
     unknown[unknown.index("--out") + 1] = str(tmp_path / "cli2")
     assert main(unknown) == 2 and "known names" in capsys.readouterr().err and not (tmp_path / "cli2").exists()
+
+
+def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_keeps_the_last_checkpoint(tmp_path, data_dir,
+                                                                                        monkeypatch, capsys):
+    """torch.save raises RuntimeError, not OSError, when the disk fills: ino train prints one line, exit 2."""
+    from inolib.cli import main
+
+    args = ["train", "--preset", "smoke", "--data", str(data_dir / "videos"), "--out", str(tmp_path / "run"),
+            "--max-steps", "2", "--save-every", "1", "--no-tensorboard"]
+    assert main(args) == 0
+    before = (tmp_path / "run/checkpoint.pth").read_bytes()
+    real = torch.save
+
+    def full(obj, f, *a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
+                           "data/3: file write failed")
+    monkeypatch.setattr(torch, "save", full)
+    args[args.index("2")] = "4"
+    assert main(args) == 2
+    text = capsys.readouterr().err
+    err = [line for line in text.replace("\r", "\n").splitlines() if "ino train: error:" in line]
+    assert len(err) == 1 and "checkpoint" in err[0] and "is the disk full?" in err[0] and "Traceback" not in text
+    monkeypatch.setattr(torch, "save", real)
+    assert (tmp_path / "run/checkpoint.pth").read_bytes() == before  # the last good checkpoint is intact
+    assert not [p for p in (tmp_path / "run").iterdir() if ".tmp" in p.name]

@@ -258,6 +258,9 @@ def cmd_propagate(args: argparse.Namespace) -> int:
         gif_path = out / f"{seq.name}_overlay.gif"
         _path_free(gif_path, False, "--out")
         mask = Path(args.first_mask)
+        if mask.resolve() == gif_path.resolve():
+            raise ValueError(f"--out {out}: the overlay {gif_path.name} would be written over the --first-mask "
+                             f"{mask}; choose another folder")
         if mask.parent.resolve() == targets[0].resolve() and mask.stem.isdigit():
             raise ValueError(f"--out {out}: the masks would be written over the --first-mask {mask}; choose another "
                              f"folder")

@@ -111,6 +111,15 @@ def test_ground_truth_is_never_overwritten(tmp_path, capsys):
                  str(mask), "--out", str(tmp_path / "v")]) == 2
     assert "--first-mask" in capsys.readouterr().err
     assert mask.read_bytes() == (REPO / "data/videos/cotracker_apple/apple_mask.png").read_bytes()
+    from PIL import Image
+
+    gif = tmp_path / "g" / "apple_overlay.gif"  # a first mask saved where the overlay GIF goes
+    gif.parent.mkdir()
+    Image.open(REPO / "data/videos/cotracker_apple/apple_mask.png").save(gif)
+    before = gif.read_bytes()
+    assert main(["propagate", "--checkpoint", "random", "--preset", "smoke", "--video", str(video), "--first-mask",
+                 str(gif), "--out", str(tmp_path / "g")]) == 2
+    assert "would be written over the --first-mask" in capsys.readouterr().err and gif.read_bytes() == before
     for results in (davis / "Annotations" / "480p", davis / "Annotations" / "480p" / "synthetic", tmp_path / "link"):
         assert main(["evaluate", "--davis", str(davis), "--results", str(results)]) == 2
         assert "--results" in capsys.readouterr().err

@@ -365,3 +365,53 @@ def test_steps_per_epoch_is_one_rule_for_the_trainer_and_the_sizing():
         s.steps_per_epoch(9)
     cfg = C.override(C.smoke(), {"optim.batch_size_per_gpu": "3", "crops.clips_per_video": "5"})
     assert run_size(cfg, 3, 2)["steps_per_epoch"] == s.steps_per_epoch(3)
+
+
+def test_real_world_list_files_and_odd_entries(tmp_path, data_dir):
+    """A list saved with a byte-order mark and CRLF (Excel, Notepad) reads; a binary file given as a list says so;
+    a .m4v is a video; entries named like videos that are not video files are named in a warning."""
+    arm = data_dir / "videos/kinetics400_mmaction2/demo_arm_wrestling.mp4"
+    folder = tmp_path / "v"
+    folder.mkdir()
+    shutil.copy(arm, folder / "a.mp4")
+    shutil.copy(arm, folder / "b.m4v")
+    (tmp_path / "list.csv").write_bytes(b"\xef\xbb\xbfpath,label\r\nv/a.mp4,1\r\nv/b.m4v,2\r\n")
+    assert read_video_list(tmp_path / "list.csv") == [tmp_path / "v/a.mp4", tmp_path / "v/b.m4v"]
+    charades = tmp_path / "Charades_v1_train.csv"
+    charades.write_bytes(b"\xef\xbb\xbfid,subject\r\na,x\r\n")
+    assert read_video_list(charades, root=folder) == [folder / "a.mp4"]
+    (tmp_path / "clip.bin").write_bytes(arm.read_bytes()[:4000])  # a video whose extension is not a video's
+    with pytest.raises(ValueError, match=r"clip.bin: not a UTF-8 text list of videos"):
+        read_video_list(tmp_path / "clip.bin")
+    (folder / "dir.mp4").mkdir()
+    os.mkfifo(folder / "pipe.mp4")
+    (folder / "loop.mp4").symlink_to(folder / "loop.mp4")
+    with pytest.warns(UserWarning, match=r"3 entries named like videos are not video files.*dir.mp4 \(a folder\)"):
+        found = find_videos(folder)
+    assert found == [folder / "a.mp4", folder / "b.m4v"]
+
+
+def test_a_video_name_that_is_not_utf8_is_read(tmp_path, data_dir):
+    from inolib.data.video import probe_video, read_frames
+
+    arm = data_dir / "videos/kinetics400_mmaction2/demo_arm_wrestling.mp4"
+    os.link(arm, os.fsencode(tmp_path) + b"/caf\xe9.mp4")  # a Latin-1 byte, as copied from another system
+    (path,) = find_videos(tmp_path)
+    assert probe_video(path).error is None
+    assert read_frames(path, [0, 2], size=(170, 128)).shape == (2, 3, 128, 170)
+
+
+def test_training_never_deletes_videos_it_did_not_write_and_counts_a_source_once(tmp_path, data_dir):
+    from inolib import config as C
+    from inolib.run.trainer import Trainer
+
+    mine = tmp_path / "run/synthetic/synthetic_0.avi"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"the user's own file")
+    with pytest.raises(ValueError, match=r"synthetic_\*.avi file\(s\) .* that inolib did not write"):
+        Trainer(C.smoke(), ["synthetic:2"], tmp_path / "run", progress=False, tensorboard=False, max_steps=1)
+    assert mine.read_bytes() == b"the user's own file"
+    with pytest.warns(UserWarning, match=r"--data: 3 video\(s\) given more than once are used once"):
+        tr = Trainer(C.smoke(), [data_dir / "videos", data_dir / "videos"], tmp_path / "run2", progress=False,
+                     tensorboard=False, max_steps=1)
+    assert len(tr.dataset.num_starts) == 3  # the three bundled videos, once each

@@ -47,12 +47,21 @@ def find_videos(folder: str | Path) -> list[Path]:
     def note(e: OSError) -> None:
         unreadable.append(f"{e.filename} ({e.strerror or e})")
 
-    found = []
-    for dirpath, _, filenames in os.walk(folder, onerror=note):
-        for name in filenames:
+    found, odd = [], []
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=note):
+        for name in dirnames + filenames:
             p = Path(dirpath) / name
-            if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file():
+            if p.suffix.lower() not in VIDEO_EXTENSIONS:
+                continue
+            if name in filenames and p.is_file():
                 found.append(p)
+            elif p.is_dir() and not p.is_symlink():
+                odd.append(f"{p} (a folder)")
+            elif not p.is_dir():
+                odd.append(f"{p} ({'a broken or looping link' if p.is_symlink() else 'not a regular file'})")
+    if odd:
+        warnings.warn(f"{folder}: {len(odd)} entries named like videos are not video files and are left out: "
+                      + "; ".join(odd[:10]) + (f" (and {len(odd) - 10} more)" if len(odd) > 10 else ""), stacklevel=2)
     if unreadable:
         warnings.warn(f"{folder}: cannot read {len(unreadable)} folder(s), their videos are left out: "
                       + "; ".join(unreadable[:10]) + (f" (and {len(unreadable) - 10} more)" if len(unreadable) > 10
@@ -87,8 +96,12 @@ def read_video_list(list_file: str | Path, root: str | Path | None = None) -> li
     list_file = Path(list_file)
     if not list_file.is_file():
         raise FileNotFoundError(f"video list not found: {list_file}")
-    with open(list_file, newline="") as f:
-        rows = [r for r in csv.reader(f) if r and r[0].strip() and not r[0].lstrip().startswith("#")]
+    try:  # utf-8-sig: a list saved by Excel or Notepad starts with a byte-order mark; csv takes CRLF line ends
+        with open(list_file, newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f) if r and r[0].strip() and not r[0].lstrip().startswith("#")]
+    except UnicodeDecodeError:
+        raise ValueError(f"{list_file}: not a UTF-8 text list of videos (a binary file? videos are read from the "
+                         f"extensions {', '.join(VIDEO_EXTENSIONS)})") from None
     if not rows:
         raise ValueError(f"{list_file}: the video list is empty")
     header = [c.strip().lower() for c in rows[0]]

@@ -496,10 +496,17 @@ def write_training_videos(folder: str | Path, count: int, cfg) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     settings = folder / "settings.json"
     want = {k: v for k, v in asdict(cfg).items() if k != "seed"}
-    same = settings.is_file() and json.loads(settings.read_text() or "{}") == want
+    try:
+        same = settings.is_file() and json.loads(settings.read_text() or "{}") == want
+    except ValueError:
+        same = False  # a torn settings file of ours: its videos are rewritten
+    old = sorted(folder.glob("synthetic_*.avi"))
+    if not same and old and not settings.is_file():  # not ours: inolib writes settings.json with its videos
+        raise ValueError(f"{folder}: holds {len(old)} synthetic_*.avi file(s) ({old[0].name}, ...) that inolib did "
+                         "not write (no settings.json); move them away or choose another --out")
     if not same:
-        for old in folder.glob("synthetic_*.avi"):
-            old.unlink()
+        for path in old:
+            path.unlink()
         atomic_write_text(settings, json.dumps(want))
     paths = training_video_paths(folder, count, cfg)
     for seed, path in enumerate(paths, start=cfg.seed):

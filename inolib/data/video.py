@@ -8,8 +8,11 @@ decoding thread, released after use (decord leaks memory and can hang when reade
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +21,7 @@ import torch
 from PIL import Image
 
 
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".webm", ".mkv", ".avi", ".mov")
 
 
 def resample_indices(num_frames: int, native_fps: float, target_fps: float) -> torch.Tensor:
@@ -86,6 +89,23 @@ def _first_line(e: BaseException) -> str:
     return (line or type(e).__name__)[:300]
 
 
+@contextlib.contextmanager
+def _openable(path: Path):
+    """A name decord can open for ``path``: the path itself, or, when its name is not valid UTF-8 (decord takes
+    UTF-8 strings; a file copied from another system may hold a Latin-1 byte), a link with a plain name to it in
+    a temporary folder."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        with tempfile.TemporaryDirectory(prefix="inolib-video-") as tmp:
+            link = os.path.join(tmp, "video" + path.suffix.encode("ascii", "ignore").decode())
+            os.symlink(os.fsencode(path.absolute()), link)
+            yield link
+        return
+    yield name
+
+
 def probe_video(path: str | Path) -> VideoInfo:
     """Frame count, fps and size of a video, decoding its first frame. Never raises: a file that cannot
     be used gets ``error`` set to the reason (missing, empty, not a video, no frames, undecodable)."""
@@ -103,7 +123,8 @@ def probe_video(path: str | Path) -> VideoInfo:
     decord = _import_decord()
     vr = None
     try:
-        vr = decord.VideoReader(str(path), num_threads=1)
+        with _openable(path) as name:
+            vr = decord.VideoReader(name, num_threads=1)
         info.num_frames, info.fps = len(vr), float(vr.get_avg_fps())
         h, w = vr[0].shape[:2]  # decodes frame 0: catches files that open but do not decode
         info.width, info.height = int(w), int(h)
@@ -121,7 +142,8 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 def _decode(decord, path: Path, idx: list[int], kw: dict) -> np.ndarray:
     """uint8 (T, H, W, 3) frames ``idx`` of ``path`` from a fresh one-thread reader (released on return)."""
-    vr = decord.VideoReader(str(path), num_threads=1, **kw)
+    with _openable(path) as name:
+        vr = decord.VideoReader(name, num_threads=1, **kw)
     try:
         if idx and (min(idx) < 0 or max(idx) >= len(vr)):
             raise ValueError(f"{path}: frame index out of range 0..{len(vr) - 1}")

@@ -396,7 +396,14 @@ class Trainer:
             if not self.dist.is_main:
                 paths = training_video_paths(self.out / "synthetic", item, self.cfg.synthetic)
             out.extend(paths)
-        return out
+        seen, once, twice = set(), [], []  # a folder or synthetic:N given twice, a video in a folder and a list
+        for p in out:
+            (twice if p.resolve() in seen else once).append(p)
+            seen.add(p.resolve())
+        if twice and self.dist.is_main:
+            warnings.warn(f"--data: {len(twice)} video(s) given more than once are used once: "
+                          + ", ".join(map(str, twice[:5])) + (" ..." if len(twice) > 5 else ""), stacklevel=3)
+        return once
 
     @property
     def total_steps(self) -> int:

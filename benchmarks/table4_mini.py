@@ -24,6 +24,7 @@ import platform
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -113,9 +114,24 @@ def table(results: dict, variants: list[str]) -> str:
     return "\n".join(lines)
 
 
+NEEDED = ("variant", "davis", "synthetic")  # what the table reads of each result
+
+
 def gather(out: Path) -> dict:
-    """The results of every finished run under ``out``: run name -> its ``result.json``."""
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(out.glob("*_seed*/result.json"))}
+    """The results of every finished run under ``out``: run name -> its ``result.json``. A torn or partial file
+    (a run killed while writing, a hand edit) is named in a warning and left out; the others still count."""
+    results = {}
+    for p in sorted(out.glob("*_seed*/result.json")):
+        try:
+            r = json.loads(p.read_text())
+            missing = [k for k in NEEDED if k not in r] if isinstance(r, dict) else ["(not a JSON object)"]
+        except (OSError, ValueError) as e:
+            missing = [f"(unreadable: {e})"]
+        if missing:
+            warnings.warn(f"{p}: left out of the table, missing {', '.join(missing)}", stacklevel=2)
+            continue
+        results[p.parent.name] = r
+    return results
 
 
 def main() -> None:

@@ -36,3 +36,15 @@ def test_book_runs_each_lesson_in_its_mode_and_links_them(tmp_path):
         build_book(src, tmp_path / "book", mode="fast")
     with pytest.raises(ValueError, match="nope"):
         build_book(src, tmp_path / "book", lessons=["nope"])
+
+
+def test_a_cell_timeout_or_a_dead_kernel_fails_one_lesson_and_the_others_render(tmp_path):
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    _lesson(src / "00_slow.ipynb", "00 · Slow", "import time\ntime.sleep(30)")
+    _lesson(src / "01_dies.ipynb", "01 · Dies", "import os\nos._exit(1)")
+    _lesson(src / "02_fine.ipynb", "02 · Fine", "print('fine')")
+    r = build_book(src, tmp_path / "book", mode="smoke", timeout=3, echo=lambda *_: None)
+    assert set(r["failed"]) == {"00_slow", "01_dies"} and set(r["pages"]) == {"00_slow", "01_dies", "02_fine"}
+    assert "fine" in (tmp_path / "book" / "02_fine.html").read_text()
+    assert r["index"].read_text().count("FAILED") == 2

@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import table4_mini as t4  # noqa: E402
@@ -39,6 +41,13 @@ def test_finished_runs_are_gathered_from_their_folders(tmp_path):
         (tmp_path / key / "result.json").write_text(json.dumps(res))
     (tmp_path / "out_only_seed0").mkdir()                                    # unfinished: no result.json
     assert sorted(t4.gather(tmp_path)) == ["all_seed0", "in_only_seed1"]
+    for name, text in (("torn_seed0", '{"variant": "torn", "dav'), ("partial_seed0", '{"variant": "partial"}')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(text)
+    with pytest.warns(UserWarning, match="torn_seed0/result.json: left out") as rec:
+        assert sorted(t4.gather(tmp_path)) == ["all_seed0", "in_only_seed1"]  # the others still count
+    assert any("partial_seed0/result.json: left out of the table, missing davis, synthetic" in str(w.message)
+               for w in rec)
 
 
 def test_evaluate_reads_the_run_once_and_scores_its_student(tmp_path):

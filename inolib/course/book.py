@@ -64,7 +64,7 @@ def build_book(notebooks: str | Path = "notebooks", out: str | Path = "build/boo
     """
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
     from nbconvert import HTMLExporter
 
     if mode not in COURSE_MODES:
@@ -90,8 +90,8 @@ def build_book(notebooks: str | Path = "notebooks", out: str | Path = "build/boo
         try:
             NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
                            resources={"metadata": {"path": str(path.parent.resolve())}}).execute(env=kernel_env)
-        except CellExecutionError as e:
-            failed[path.stem] = str(e).strip().splitlines()[-1][:300] if str(e).strip() else "error"
+        except (CellExecutionError, CellTimeoutError, DeadKernelError) as e:  # the other lessons still render
+            failed[path.stem] = (str(e).strip().splitlines()[-1][:300] if str(e).strip() else "") or type(e).__name__
             echo(f"{path.stem}: FAILED: {failed[path.stem]}")
         seconds[path.stem] = time.perf_counter() - t0
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": lesson_title(path)}})

@@ -245,3 +245,27 @@ def test_affinity_explorer_switches_to_extra_feature_sets():
         widgets.AffinityExplorer(frames[0], frames[1], a, b, (4, 6), names=("x", "y"), extra={"x": c})
     with pytest.raises(ValueError, match="query"):
         widgets.AffinityExplorer(frames[0], frames[1], a, b, (4, 6), query=(4, 0))
+
+
+def test_uploads_with_one_name_and_shapes_that_cover_nothing_are_refused(tmp_path):
+    import datetime
+
+    def item(name, content):
+        return {"name": name, "type": "video/mp4", "size": len(content), "content": memoryview(content),
+                "last_modified": datetime.datetime(2026, 1, 1)}
+
+    up = ipywidgets.FileUpload()
+    up.value = (item("a/clip.mp4", b"one"), item("b/clip.mp4", b"two"))  # would replace each other
+    with pytest.raises(ValueError, match="share the name 'clip.mp4'"):
+        widgets.save_upload(up, tmp_path / "up", (".mp4",))
+    assert not (tmp_path / "up").exists()
+    frame = torch.randint(0, 255, (3, 40, 60), dtype=torch.uint8)
+    for bad, says in (({"shape": "box", "cx": float("nan"), "cy": 0.5, "w": 0.2, "h": 0.2}, "finite"),
+                      ({"shape": "box", "cx": 3.0, "cy": 0.5, "w": 0.2, "h": 0.2}, "covers no pixel"),
+                      ({"shape": "ellipse", "cx": 0.5, "cy": 0.5, "w": 0.001, "h": 0.001}, "covers no pixel")):
+        d = widgets.MaskDrawer(frame, objects=2, initial={1: {"shape": "box", "cx": 0.3, "cy": 0.3, "w": 0.3,
+                                                              "h": 0.3}, 2: bad})
+        assert "not saved as it is" in d.info.value  # the explorer says so instead of breaking
+        with pytest.raises(ValueError, match=says):
+            d.save(tmp_path / "m.png")
+        assert not (tmp_path / "m.png").exists()

@@ -339,11 +339,16 @@ def save_upload(upload: "W.FileUpload", folder, suffixes: tuple[str, ...]) -> li
 
     folder = Path(folder)
     files = list(upload.value)
-    paths = []
-    for f in files:
-        name = Path(str(f["name"]).replace("\\", "/")).name
+    names = [Path(str(f["name"]).replace("\\", "/")).name for f in files]
+    for f, name in zip(files, names):
         if not name or name.startswith(".") or Path(name).suffix.lower() not in suffixes:
             raise ValueError(f"uploaded file {f['name']!r}: expected a name ending in one of {suffixes}")
+    same = sorted({n for n in names if names.count(n) > 1})
+    if same:  # two files from different folders with one base name would replace each other
+        raise ValueError(f"uploaded files share the name {same[0]!r} (from different folders?); rename one and "
+                         "upload again")
+    paths = []
+    for f, name in zip(files, names):
         folder.mkdir(parents=True, exist_ok=True)
         content = bytes(f["content"])
         paths.append(atomic_write(folder / name, lambda tmp, c=content: Path(tmp).write_bytes(c)))
@@ -411,8 +416,12 @@ class MaskDrawer(Explorer):
         else:
             self.shapes[self.obj.value] = {"shape": self.kind.value, "cx": self.cx.value, "cy": self.cy.value,
                                            "w": self.w.value, "h": self.h.value}
-        m = self.mask
-        self.info.value = f"objects {sorted(self.shapes)}; {int((m > 0).sum())} pixels labelled"
+        try:
+            m = self.mask
+            self.info.value = f"objects {sorted(self.shapes)}; {int((m > 0).sum())} pixels labelled"
+        except ValueError as e:  # a shape that covers no pixel: say so here, and save() refuses it
+            m = torch.zeros(self.frame.shape[1:], dtype=torch.uint8)
+            self.info.value = f"not saved as it is: {e}"
         return viz.show_propagation(self.frame[None], m[None], titles=["first frame with the drawn mask"], cols=1)
 
     def save(self, path):

@@ -80,10 +80,15 @@ def shape_mask(height: int, width: int, shapes: dict[int, dict]) -> np.ndarray:
         d = shapes[obj]
         if not isinstance(obj, int) or not 1 <= obj <= 254:
             raise ValueError(f"object ids must be whole numbers 1..254, got {obj!r}")
-        if d.get("shape") not in SHAPES or any(not isinstance(d.get(k), (int, float)) for k in ("cx", "cy", "w", "h")):
-            raise ValueError(f"shapes[{obj}] must be {{'shape': one of {SHAPES}, 'cx', 'cy', 'w', 'h'}}, got {d!r}")
+        if d.get("shape") not in SHAPES or any(not isinstance(d.get(k), (int, float)) or isinstance(d.get(k), bool)
+                                               or not np.isfinite(d.get(k)) for k in ("cx", "cy", "w", "h")):
+            raise ValueError(f"shapes[{obj}] must be {{'shape': one of {SHAPES}, 'cx', 'cy', 'w', 'h'}} with finite "
+                             f"numbers, got {d!r}")
         dx, dy = (xs - d["cx"]) / max(d["w"] / 2, 1e-9), (ys - d["cy"]) / max(d["h"] / 2, 1e-9)
         inside = (dx * dx + dy * dy <= 1) if d["shape"] == "ellipse" else ((np.abs(dx) <= 1) & (np.abs(dy) <= 1))
+        if not inside.any():  # outside the frame, or smaller than a pixel: a mask without it would be saved
+            raise ValueError(f"shapes[{obj}] covers no pixel of the {width}x{height} frame (outside it, or smaller "
+                             f"than one pixel): move or enlarge it, or remove object {obj}")
         out[inside] = obj
     return out
 

@@ -218,3 +218,14 @@ def test_load_backbone_at_the_package_top_takes_names_and_paths(tiny_name):
     assert report["depth"] == entry.depth and torch.equal(by_name.pos_embed, by_path.pos_embed)
     cls, patches = by_name.encode(torch.zeros(1, 3, 32, 48))
     assert cls.shape[-1] == entry.width and patches.shape[:2] == (1, 4 * 6)
+
+
+def test_the_demo_reports_a_named_checkpoint_beside_its_random_init(tiny_name, data_dir, tmp_path):
+    from inolib.course.demo import run_demo
+
+    lines = []
+    r = run_demo(data_dir, tmp_path / "out", checkpoint="test-vit", train_seconds=0, short_side=64,
+                 sequences=["blackswan"], echo=lines.append)
+    assert set(r["jf"]) == {"test-vit", "random init", "raw pixels"} and r["report"].is_file()
+    assert "test-vit" in r["report"].read_text()
+    assert any("block 2," in line for line in lines)  # the paper's block 7 capped to this 2-block ViT

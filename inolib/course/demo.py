@@ -12,6 +12,7 @@ crops, runs one forward pass of both networks and prints the four losses with th
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -129,7 +130,8 @@ def run_demo(data_dir: str | Path = "data", out_dir: str | Path = "runs/demo", c
     Returns ``{"jf": {method: global J&F row}, "report": Path}``.
     """
     from ..atomic import is_inside
-    from ..checkpoint import backbone_from, config_from, read_checkpoint
+    from ..checkpoint import backbone_from, build_from_state, config_from, read_checkpoint
+    from ..weights import resolve
     from ..vos.metrics import evaluate_davis
     from ..model import build_backbone
     from ..vos.baselines import PixelFeatures
@@ -139,7 +141,7 @@ def run_demo(data_dir: str | Path = "data", out_dir: str | Path = "runs/demo", c
 
     t0 = time.perf_counter()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    checkpoint = Path(checkpoint) if checkpoint is not None else data_dir / SHIPPED
+    checkpoint = resolve(checkpoint) if checkpoint is not None else data_dir / SHIPPED  # a file or a name
     davis = data_dir / DAVIS_SAMPLE
     for need in (checkpoint, davis, data_dir / "videos"):
         if not need.exists():
@@ -148,9 +150,12 @@ def run_demo(data_dir: str | Path = "data", out_dir: str | Path = "runs/demo", c
         raise ValueError(f"--out {out_dir}: inside the --data folder {data_dir}, the demo's input; choose a folder "
                          "outside it (default runs/demo)")
     obj = read_checkpoint(checkpoint)  # read once: its config now, its backbone after the live run
-    shipped_cfg = config_from(obj, checkpoint)
-    prop = shipped_cfg.propagation if short_side is None else C.override(
-        shipped_cfg, {"propagation.short_side": short_side}).propagation
+    try:
+        shipped_cfg, label = config_from(obj, checkpoint), "shipped"
+    except ValueError:  # released INO, DINO, DINOv2: no inolib config; the live run trains the tiny preset, and
+        # propagation takes the paper-scale (charades) settings at the demo's short side
+        shipped_cfg, label = C.override(C.tiny(), {"propagation." + k: v for k, v in
+                                                   C.to_dict(C.charades())["propagation"].items()}), checkpoint.stem
     out_dir.mkdir(parents=True, exist_ok=True)
 
     live_log = None
@@ -165,11 +170,17 @@ def run_demo(data_dir: str | Path = "data", out_dir: str | Path = "runs/demo", c
         echo(f"    {trainer.step} steps, loss {last.get('loss', float('nan')):.3f}")
 
     torch.manual_seed(seed)
-    shipped, _ = backbone_from(obj, checkpoint, key="student", device=device)
+    shipped, _ = backbone_from(obj, checkpoint, key="student" if label == "shipped" else None, device=device)
     del obj
-    networks = {"shipped": shipped,
-                "random init": build_backbone(shipped_cfg.model).to(device).eval(),
-                "raw pixels": PixelFeatures(shipped_cfg.model.patch_size).to(device)}
+    random_init = (build_backbone(shipped_cfg.model) if label == "shipped"  # the same ViT, untrained
+                   else build_from_state(shipped.state_dict(), checkpoint))
+    patch = shipped.patch_embed.patch_size[0]
+    prop = shipped_cfg.propagation if short_side is None else C.override(
+        shipped_cfg, {"propagation.short_side": short_side}).propagation
+    if label != "shipped":  # a ViT shallower than the paper's: its last block
+        prop = dataclasses.replace(prop, feature_block=min(prop.feature_block, len(shipped.blocks)))
+    networks = {label: shipped, "random init": random_init.to(device).eval(),
+                "raw pixels": PixelFeatures(patch).to(device)}
     echo(f"2/4 label propagation on the DAVIS sample (short side {prop.short_side}, block {prop.feature_block}, "
          f"k={prop.topk}, {prop.num_context} context frames, radius {prop.radius})")
     folders = {}
@@ -186,6 +197,7 @@ def run_demo(data_dir: str | Path = "data", out_dir: str | Path = "runs/demo", c
     echo("4/4 writing the report")
     report = write_demo_report(out_dir / "report.html", jf=jf, folders=folders, davis_root=davis,
                                networks=networks, propagation=prop, live_log=live_log,
-                               shipped_log=checkpoint.parent / "log.jsonl", device=device)
+                               shipped_log=checkpoint.parent / "log.jsonl" if label == "shipped" else None,
+                               device=device)
     echo(f"report: {report}  ({time.perf_counter() - t0:.0f} s in all)")
     return {"jf": {k: v["global"] for k, v in jf.items()}, "report": report}

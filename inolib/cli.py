@@ -119,7 +119,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backbone(args: argparse.Namespace, cfg: C.INOConfig, checkpoint=None):
+def _backbone(args: argparse.Namespace, cfg: C.INOConfig, checkpoint=None, say=print, device=None):
     """The backbone to segment with: the checkpoint already read (:func:`inolib.checkpoint.read_checkpoint`), or a
     random-init model of the preset (``--checkpoint random``)."""
     import torch
@@ -129,10 +129,10 @@ def _backbone(args: argparse.Namespace, cfg: C.INOConfig, checkpoint=None):
 
     if args.checkpoint == "random":
         torch.manual_seed(args.seed)
-        print(f"backbone: random initialisation of the {cfg.name!r} preset (a baseline, not a trained model)")
-        return build_backbone(cfg.model).to(args.device).eval()
-    vit, rep = backbone_from(checkpoint, args.checkpoint, key=args.network, device=args.device)
-    print(f"backbone: {args.checkpoint} ({rep['format']}, network {rep['network']}): ViT-{rep['embed_dim']}/"
+        say(f"backbone: random initialisation of the {cfg.name!r} preset (a baseline, not a trained model)")
+        return build_backbone(cfg.model).to(device or args.device).eval()
+    vit, rep = backbone_from(checkpoint, args.checkpoint, key=args.network, device=device or args.device)
+    say(f"backbone: {args.checkpoint} ({rep['format']}, network {rep['network']}): ViT-{rep['embed_dim']}/"
           f"{rep['patch_size']}, {rep['depth']} blocks, position table {rep['pos_table']}")
     return vit
 
@@ -267,20 +267,35 @@ def cmd_propagate(args: argparse.Namespace) -> int:
     _output_folder(out, "--out")
     for target in targets:
         _path_free(target, True, "--out")
-    vit = _backbone(args, cfg, checkpoint)
-    del checkpoint  # the backbone holds the weights now
-    print(f"propagation: block {p.feature_block}, k={p.topk}, {p.num_context} context frames, radius {p.radius}, "
-          f"short side {p.short_side}")
-    if args.davis:
-        done = segment_davis(vit, args.davis, out, p, split=args.split or "val", sequences=names,
-                             device=args.device, resume=args.resume)
-        print(f"wrote {len(done)} sequences to {out}")
-    elif args.ytvos:
-        segment_ytvos(vit, args.ytvos, out, p, split=split, videos=names, device=args.device, resume=args.resume)
-        print(f"wrote the YouTube-VOS layout under {out / 'Annotations'}")
-    else:
-        count, gif = segment_video(vit, seq, out, p, device=args.device)
-        print(f"wrote {count} masks to {targets[0]} and an overlay to {gif}")
+    from .distributed import all_reduce_mean, cleanup, init_distributed
+
+    # under torchrun each process segments its share of the sequences (balanced by frames), on GPU LOCAL_RANK or
+    # with its share of the CPU cores; a plain process does them all
+    info = init_distributed(args.device)
+    try:
+        if info.distributed and info.device.type == "cpu":
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
+            import torch
+
+            torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // local))
+        say = print if info.is_main else (lambda *a, **k: None)
+        vit = _backbone(args, cfg, checkpoint, say, info.device)
+        del checkpoint  # the backbone holds the weights now
+        say(f"propagation: block {p.feature_block}, k={p.topk}, {p.num_context} context frames, radius {p.radius}, "
+            f"short side {p.short_side}" + (f"; {info.world_size} processes" if info.distributed else ""))
+        share = dict(device=info.device, resume=args.resume, rank=info.rank, world_size=info.world_size)
+        if args.davis:
+            done = segment_davis(vit, args.davis, out, p, split=args.split or "val", sequences=names, **share)
+            total = round(all_reduce_mean({"n": float(len(done))}, info.device)["n"] * info.world_size)
+            say(f"wrote {total} sequences to {out}")
+        elif args.ytvos:
+            segment_ytvos(vit, args.ytvos, out, p, split=split, videos=names, **share)
+            say(f"wrote the YouTube-VOS layout under {out / 'Annotations'}")
+        elif info.is_main:  # one video: one process does it
+            count, gif = segment_video(vit, seq, out, p, device=info.device)
+            print(f"wrote {count} masks to {targets[0]} and an overlay to {gif}")
+    finally:
+        cleanup()
     return 0
 
 
@@ -419,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="skip sequences already written")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per process under torchrun on a CPU (default: the cores / processes)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_propagate)
 

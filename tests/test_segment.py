@@ -352,3 +352,42 @@ def test_video_sequence_max_frames_keeps_the_first_frames(data_dir):
     assert torch.equal(short.load_frames(), full.load_frames([0, 1, 2, 3, 4]))
     with pytest.raises(ValueError, match="max_frames"):
         VideoSequence(apple / "apple.mp4", apple / "apple_mask.png", max_frames=0)
+
+
+def test_share_balances_frames_and_gives_each_sequence_to_one_process():
+    from inolib.vos.segment import share
+
+    names, frames = ["a", "b", "c", "d", "e"], [90, 10, 50, 40, 30]
+    parts = [share(names, frames, r, 2) for r in range(2)]
+    assert sorted(parts[0] + parts[1]) == names and not set(parts[0]) & set(parts[1])
+    loads = [sum(f for n, f in zip(names, frames) if n in p) for p in parts]
+    assert abs(loads[0] - loads[1]) <= 30  # LPT: 90 | 50+40 ... balanced within the smallest piece
+    assert share(names, frames, 0, 1) == names and all(p == sorted(p, key=names.index) for p in parts)
+
+
+def test_torchrun_shares_the_sequences_and_writes_what_one_process_writes(tmp_path):
+    """Two processes (torchrun's environment, gloo on the CPU) each segment their share; the masks equal a
+    one-process run's, and no sequence is segmented twice."""
+    import hashlib
+
+    from inolib.cli import main
+    from inolib.data.synthetic import make_synthetic_video, write_davis_layout
+    from inolib.run.launch import launch_local
+
+    davis = tmp_path / "D"
+    for i, T in enumerate((6, 3, 5, 4)):
+        write_davis_layout(make_synthetic_video(T, 40, 56, 1, 0, seed=31_000 + i, name=f"s{i}"), davis)
+    args = ["propagate", "--checkpoint", "random", "--preset", "smoke", "--davis", str(davis),
+            "--propagation.short_side", "40", "--propagation.feature_block", "2"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    assert launch_local([*args, "--out", str(tmp_path / "two")], 2, tmp_path / "logs", timeout=240) == [0, 0]
+
+    def digest(folder):
+        return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*.png"))}
+
+    assert digest(tmp_path / "one") == digest(tmp_path / "two") and len(digest(tmp_path / "one")) == 18
+    logs = [(tmp_path / "logs" / f"rank{r}.log").read_text() for r in range(2)]
+    done = [{name for name in ("s0", "s1", "s2", "s3") if f"{name}:" in log} for log in logs]  # progress bars
+    assert "wrote 4 sequences" in logs[0] and "2 processes" in logs[0]
+    assert not done[0] & done[1] and done[0] | done[1] == {"s0", "s1", "s2", "s3"}

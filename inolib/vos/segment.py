@@ -205,13 +205,28 @@ def _check_target(out_dir: Path, name: str, dataset: str | Path) -> None:
                          "into; choose another --out")
 
 
+def share(names: list[str], frames: list[int], rank: int = 0, world_size: int = 1) -> list[str]:
+    """The names process ``rank`` of ``world_size`` segments: sequences dealt longest first to the process with
+    the fewest frames so far (balanced by frame count), kept in their given order. Every name goes to one process."""
+    if world_size <= 1:
+        return list(names)
+    load, mine = [0] * world_size, set()
+    for i in sorted(range(len(names)), key=lambda i: (-frames[i], i)):
+        who = min(range(world_size), key=lambda r: (load[r], r))
+        load[who] += frames[i]
+        if who == rank:
+            mine.add(i)
+    return [n for i, n in enumerate(names) if i in mine]
+
+
 def segment_davis(vit: INOViT, davis_root: str | Path, out_dir: str | Path, cfg: PropagationConfig,
                   split: str = "val", sequences: list[str] | None = None, device: str | torch.device = "cpu",
-                  resume: bool = False, progress: bool = True, resolution: str = "480p") -> list[str]:
+                  resume: bool = False, progress: bool = True, resolution: str = "480p", rank: int = 0,
+                  world_size: int = 1) -> list[str]:
     """Segment every sequence of a DAVIS split and write ``out_dir/<seq>/<frame>.png``; returns the sequences done.
 
-    With ``resume`` a sequence whose PNGs are all present is skipped. ``out_dir`` inside ``davis_root`` (the
-    user's dataset) is refused with a ``ValueError`` naming both.
+    With ``resume`` a sequence whose PNGs are all present is skipped; ``rank`` of ``world_size`` processes
+    (torchrun) segments only its :func:`share`. ``out_dir`` inside ``davis_root`` is a ``ValueError``.
     """
     out_dir = Path(out_dir)
     if is_inside(out_dir, davis_root):
@@ -226,6 +241,8 @@ def segment_davis(vit: INOViT, davis_root: str | Path, out_dir: str | Path, cfg:
                              f"void 255): nothing to propagate")
     for seq in seqs:
         _check_target(out_dir, seq.name, davis_root)
+    mine = set(share([s.name for s in seqs], [s.num_frames for s in seqs], rank, world_size))
+    seqs = [s for s in seqs if s.name in mine]
     done = []
     for seq in tqdm(seqs, desc="sequences", unit="seq", disable=not progress):
         if _write_sequence(vit, seq, out_dir / seq.name, cfg, device, resume, progress):
@@ -235,7 +252,7 @@ def segment_davis(vit: INOViT, davis_root: str | Path, out_dir: str | Path, cfg:
 
 def segment_ytvos(vit: INOViT, ytvos_root: str | Path, out_dir: str | Path, cfg: PropagationConfig,
                   split: str = "valid", videos: list[str] | None = None, device: str | torch.device = "cpu",
-                  resume: bool = False, progress: bool = True) -> list[str]:
+                  resume: bool = False, progress: bool = True, rank: int = 0, world_size: int = 1) -> list[str]:
     """Segment the videos of a YouTube-VOS 2018 split and write ``out_dir/Annotations/<video>/<frame>.png`` (the
     layout the official server takes); returns the videos done. Objects join at the frame of their first mask.
     With ``resume`` a video whose PNGs are all present is skipped. ``out_dir`` inside ``ytvos_root`` is refused
@@ -249,6 +266,9 @@ def segment_ytvos(vit: INOViT, ytvos_root: str | Path, out_dir: str | Path, cfg:
     done = []
     for name in names:
         _check_target(out_dir / "Annotations", name, ytvos_root)
+    if world_size > 1:  # balanced by frame count: the frames each video folder holds
+        frames = [len(list((Path(ytvos_root) / split / "JPEGImages" / n).glob("*.jpg"))) for n in names]
+        names = share(names, frames, rank, world_size)
     for name in tqdm(names, desc="videos", unit="video", disable=not progress):
         seq = read_ytvos_sequence(ytvos_root, name, split)
         if _write_sequence(vit, seq, out_dir / "Annotations" / name, cfg, device, resume, progress):

@@ -159,6 +159,8 @@ class PropagationConfig:
     # or "antialias" (torch antialiased bilinear on float, std 0.229, bf16 on a GPU)
     feature_block: int = 7  # 7th block through the final norm, Sec. 4.1 and released infer_vos.py
     checkpoint_key: str = "student"  # network taken from a checkpoint, released infer_vos.py
+    batch: int = 4  # frames per forward pass when features are extracted (memory vs speed; BENCHMARKS.md)
+    amp: bool = True  # bf16 autocast for the features on a GPU, the kernel in fp32; false: fp32 as released
 
 
 @dataclass
@@ -338,6 +340,7 @@ UPPER_LIMITS = {
     "optim.num_workers": 1024, "optim.freeze_last_layer": 100000,
     "propagation.topk": 100000, "propagation.num_context": 10000, "propagation.radius": 100000,
     "propagation.short_side": 8192, "propagation.round_to": 8192, "propagation.feature_block": 128,
+    "propagation.batch": 4096,
     "synthetic.num_frames": 100000, "synthetic.height": 8192, "synthetic.width": 8192, "synthetic.fps": 1000,
 }
 
@@ -482,6 +485,7 @@ def problems(cfg: INOConfig) -> list[str]:
     if not 1 <= p.feature_block <= max(m.depth, 1):
         bad("propagation.feature_block", f"must be a block of the ViT: 1..{m.depth} (--model.depth)")
     choice("propagation.checkpoint_key", ("student", "teacher"))
+    at_least("propagation.batch", 1, "frames per forward pass")
     # synthetic videos (synthetic:N sources)
     at_least("synthetic.num_frames", 1)
     at_least("synthetic.height", 16, "pixels")

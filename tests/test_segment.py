@@ -391,3 +391,25 @@ def test_torchrun_shares_the_sequences_and_writes_what_one_process_writes(tmp_pa
     done = [{name for name in ("s0", "s1", "s2", "s3") if f"{name}:" in log} for log in logs]  # progress bars
     assert "wrote 4 sequences" in logs[0] and "2 processes" in logs[0]
     assert not done[0] & done[1] and done[0] | done[1] == {"s0", "s1", "s2", "s3"}
+
+
+def test_the_feature_batch_is_a_setting_that_does_not_change_the_masks(tmp_path):
+    import dataclasses
+
+    from inolib import config as C
+    from inolib.data import read_davis_sequence
+    from inolib.data.synthetic import make_synthetic_video, write_davis_layout
+    from inolib.model import build_backbone
+    from inolib.vos.segment import segment_sequence
+
+    write_davis_layout(make_synthetic_video(7, 40, 56, 2, 0, seed=31_100, name="b"), tmp_path / "D")
+    seq = read_davis_sequence(tmp_path / "D", "b")
+    torch.manual_seed(0)
+    vit = build_backbone(C.smoke().model).eval()
+    base = C.override(C.smoke(), {"propagation.short_side": "40"}).propagation
+    one = segment_sequence(vit, seq, dataclasses.replace(base, batch=1))
+    seven = segment_sequence(vit, seq, dataclasses.replace(base, batch=7))
+    assert one.shape == (7, 40, 56) and torch.equal(one, seven)
+    assert C.override(C.smoke(), {"propagation.batch": "16"}).propagation.batch == 16
+    with pytest.raises(ValueError, match="--propagation.batch 0"):
+        C.validate(C.override(C.smoke(), {"propagation.batch": "0"}))

@@ -39,9 +39,8 @@ def extract_features(vit: INOViT, load, num_frames: int, size: FrameSize, block:
 
     ``load(indices) -> uint8 (B, 3, H, W)`` reads frames (e.g. ``VOSSequence.load_frames``); they are resized to
     ``size`` and normalised by :func:`inolib.vos.resize.frames_to_input` with ``resize`` (``propagation.resize``).
-    ``"released"`` runs the network in float32 as the released inference does; ``"antialias"`` uses bf16
-    autocast on a GPU when ``amp``. Features are returned in float32. The arguments are checked here, before the
-    first frame is read.
+    On a GPU the network runs under bf16 autocast when ``amp`` (``propagation.amp``; the released inference is
+    float32). Features are returned in float32. The arguments are checked here, before the first frame is read.
     """
     check_resize_mode(resize)
     if num_frames < 0:
@@ -53,7 +52,7 @@ def extract_features(vit: INOViT, load, num_frames: int, size: FrameSize, block:
 
 @torch.no_grad()
 def _features(vit, load, num_frames, size, block, batch, dev, amp, resize):
-    use_amp = amp and dev.type == "cuda" and resize == "antialias"
+    use_amp = amp and dev.type == "cuda"
     for start in range(0, num_frames, batch):
         idx = list(range(start, min(start + batch, num_frames)))
         x = frames_to_input(load(idx).to(dev, non_blocking=True), (size.height, size.width), resize)
@@ -88,7 +87,7 @@ def _first_mask_file(seq) -> str:
 
 @torch.no_grad()
 def segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, device: str | torch.device = "cpu",
-                     batch: int = 4, first_label_mode: str = "bilinear", progress: bool = False,
+                     batch: int | None = None, first_label_mode: str = "bilinear", progress: bool = False,
                      features: torch.Tensor | None = None) -> torch.Tensor:
     """Propagate the sequence's given masks through all its frames: uint8 ids (T, H, W) at the original size.
 
@@ -116,20 +115,20 @@ def _propagation_size(seq: VOSSequence, cfg: PropagationConfig, patch: int) -> t
 
 @torch.no_grad()
 def sequence_features(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, device: str | torch.device = "cpu",
-                      batch: int = 4) -> torch.Tensor:
+                      batch: int | None = None) -> torch.Tensor:
     """The features label propagation uses for every frame of ``seq``: float (T, D, h, w) on the CPU (block
     ``cfg.feature_block``, frames resized as ``cfg`` says), for :func:`segment_sequence`'s ``features``."""
     patch = vit.patch_embed.patch_size[0]
     _check(cfg, vit)
     size, _ = _propagation_size(seq, cfg, patch)
     return torch.stack([f.cpu() for f in extract_features(vit, seq.load_frames, seq.num_frames, size,
-                                                          cfg.feature_block, batch, torch.device(device),
-                                                          resize=cfg.resize)])
+                                                          cfg.feature_block, batch or cfg.batch,
+                                                          torch.device(device), cfg.amp, cfg.resize)])
 
 
 @torch.no_grad()
 def iter_segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, device: str | torch.device = "cpu",
-                          batch: int = 4, first_label_mode: str = "bilinear", progress: bool = False,
+                          batch: int | None = None, first_label_mode: str = "bilinear", progress: bool = False,
                           features: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """Yield the uint8 ids (H, W) of frames 0, 1, ..., T-1 at the original size, each as soon as it is final.
 
@@ -143,7 +142,7 @@ def iter_segment_sequence(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig,
 
 @torch.no_grad()
 def _iter_segment(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, device: str | torch.device = "cpu",
-                  batch: int = 4, first_label_mode: str = "bilinear", progress: bool = False,
+                  batch: int | None = None, first_label_mode: str = "bilinear", progress: bool = False,
                   features: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """:func:`iter_segment_sequence` with a configuration already checked."""
     H, W = seq.size
@@ -165,8 +164,8 @@ def _iter_segment(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, device:
             labels[0] = 0  # a late reference carries only its new objects
         starts[t] = labels
     if features is None:
-        feats = extract_features(vit, seq.load_frames, seq.num_frames, size, cfg.feature_block, batch, dev,
-                                 resize=cfg.resize)
+        feats = extract_features(vit, seq.load_frames, seq.num_frames, size, cfg.feature_block, batch or cfg.batch,
+                                 dev, cfg.amp, cfg.resize)
     else:
         want = (seq.num_frames, "D", *grid)
         if (not isinstance(features, torch.Tensor) or features.dim() != 4 or features.shape[0] != seq.num_frames

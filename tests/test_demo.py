@@ -127,3 +127,21 @@ def test_report_titles_show_dollar_signs_as_text():
 
     png = _png(_curves([{"step": 1, "loss": 2.0}], ["loss"], r"sequence $\notamacro{$ of a user", "loss"))
     assert png.startswith("<img") or "base64" in png
+
+
+def test_the_learning_curve_draws_the_raw_pixel_line_only_at_its_own_short_side(tmp_path, data_dir):
+    import json
+
+    from inolib import config as C
+    from inolib.course.demo_report import write_demo_report
+
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps({"step": s, "jf_student": 0.3 + s / 100, "jf_teacher": 0.3}) for s in (0, 5)))
+    jf = {"raw pixels": {"global": {"J&F-Mean": 0.26, "J-Mean": 0.2, "F-Mean": 0.3}, "objects": {}}}
+    prop = C.override(C.tiny(), {"propagation.short_side": "192"}).propagation
+    page = write_demo_report(tmp_path / "a.html", jf=jf, folders={}, davis_root=data_dir / "davis_sample/DAVIS",
+                             networks={}, propagation=prop, shipped_log=log, curve_short_side=240).read_text()
+    assert "Measured during training at short side 240; this report propagates at 192" in page
+    same = write_demo_report(tmp_path / "b.html", jf=jf, folders={}, davis_root=data_dir / "davis_sample/DAVIS",
+                             networks={}, propagation=prop, shipped_log=log, curve_short_side=192).read_text()
+    assert "Measured during training" not in same

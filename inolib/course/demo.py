@@ -198,6 +198,6 @@ def run_demo(data_dir: str | Path = "data", out_dir: str | Path = "runs/demo", c
     report = write_demo_report(out_dir / "report.html", jf=jf, folders=folders, davis_root=davis,
                                networks=networks, propagation=prop, live_log=live_log,
                                shipped_log=checkpoint.parent / "log.jsonl" if label == "shipped" else None,
-                               device=device)
+                               device=device, curve_short_side=shipped_cfg.propagation.short_side)
     echo(f"report: {report}  ({time.perf_counter() - t0:.0f} s in all)")
     return {"jf": {k: v["global"] for k, v in jf.items()}, "report": report}

@@ -146,7 +146,8 @@ def masks_figure(seq, folders: dict[str, Path], frame: int | None = None):
 
 def write_demo_report(path: str | Path, jf: dict[str, dict], folders: dict[str, Path], davis_root: str | Path,
                       networks: dict, propagation: PropagationConfig, live_log: Path | None = None,
-                      shipped_log: Path | None = None, device: str | torch.device = "cpu") -> Path:
+                      shipped_log: Path | None = None, device: str | torch.device = "cpu",
+                      curve_short_side: int | None = None) -> Path:
     """Write the demo report (see the module docstring) to ``path`` atomically; returns the path."""
     path = Path(path)
     sections = ["<h1>INO on a laptop: the demo report</h1>",
@@ -158,10 +159,15 @@ def write_demo_report(path: str | Path, jf: dict[str, dict], folders: dict[str, 
                 "<h2>J&amp;F</h2>", _table(jf)]
     shipped = _records(shipped_log)
     if any("jf_student" in r for r in shipped):
-        base = {f"{k}": v["global"]["J&F-Mean"] for k, v in jf.items() if k == "raw pixels"}
-        sections += ["<h2>The shipped run's learning curve</h2>",
-                     _png(_curves(shipped, ["jf_student", "jf_teacher"], "J&F-Mean on the DAVIS sample while training",
-                                  "J&F-Mean", base))]
+        # the raw-pixel line only where it was measured like the curve (same short side)
+        same = curve_short_side is None or curve_short_side == propagation.short_side
+        base = {f"{k}": v["global"]["J&F-Mean"] for k, v in jf.items() if k == "raw pixels" and same}
+        sections += ["<h2>The shipped run's learning curve</h2>"]
+        if not same:
+            sections += [f"<p>Measured during training at short side {curve_short_side}; this report propagates at "
+                         f"{propagation.short_side}, so its raw-pixel score is not drawn as the baseline.</p>"]
+        sections += [_png(_curves(shipped, ["jf_student", "jf_teacher"], "J&F-Mean on the DAVIS sample while "
+                                  "training", "J&F-Mean", base))]
     live = _records(live_log)
     if any("loss" in r for r in live):
         sections += ["<h2>The live run (this demo)</h2>",

@@ -413,3 +413,25 @@ def test_the_feature_batch_is_a_setting_that_does_not_change_the_masks(tmp_path)
     assert C.override(C.smoke(), {"propagation.batch": "16"}).propagation.batch == 16
     with pytest.raises(ValueError, match="--propagation.batch 0"):
         C.validate(C.override(C.smoke(), {"propagation.batch": "0"}))
+
+
+def test_a_huge_but_legitimate_video_is_refused_before_any_frame_is_read(monkeypatch):
+    """A 16x8000 panorama at short side 480 becomes 480 x 240000 pixels: the estimate says so first."""
+    from types import SimpleNamespace
+
+    from inolib import config as C
+    from inolib.vos import segment
+
+    cfg = C.charades().propagation
+    pano = SimpleNamespace(name="panorama", size=(16, 8000))
+    size, grid = segment._propagation_size(pano, cfg, 8)
+    assert (size.height, size.width) == (480, 240000)
+    need = segment.memory_needed(size, grid, 384, cfg)
+    assert need > 100 * 2**30  # far beyond a workstation
+    monkeypatch.setattr(segment, "_available_ram", lambda: 16 * 2**30)
+    with pytest.raises(ValueError, match=r"sequence panorama: its 8000x16 frames .* need about \d+\.\d GiB"):
+        segment._check_memory(pano, size, grid, 384, cfg, torch.device("cpu"))
+    davis = SimpleNamespace(name="davis", size=(480, 854))
+    size, grid = segment._propagation_size(davis, cfg, 8)
+    assert segment.memory_needed(size, grid, 384, cfg) < 2 * 2**30  # a DAVIS frame at 480p: well under
+    segment._check_memory(davis, size, grid, 384, cfg, torch.device("cpu"))

@@ -14,6 +14,7 @@ the propagator, whose context queue bounds memory whatever the video's length.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -113,6 +114,44 @@ def _propagation_size(seq: VOSSequence, cfg: PropagationConfig, patch: int) -> t
     return size, grid
 
 
+def memory_needed(size: FrameSize, grid: tuple[int, int], width: int, cfg: PropagationConfig) -> int:
+    """Bytes label propagation holds for frames of ``size`` (patch ``grid``, ``width``-dim features): the context
+    queue's features (first frame + ``num_context``, float32) and a batch of frames through the network (about 20
+    float32 activations of that width per token)."""
+    tokens = grid[0] * grid[1]
+    queue = (cfg.num_context + 2) * tokens * width * 4
+    network = cfg.batch * (size.height * size.width * 3 * 4 + 20 * tokens * width * 4)
+    return queue + network
+
+
+def _available_ram() -> int | None:
+    """Bytes of memory the system can still give (Linux MemAvailable, page cache included), None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX: nothing to compare with
+        return None
+
+
+def _check_memory(seq, size: FrameSize, grid: tuple[int, int], width: int, cfg: PropagationConfig,
+                  dev: torch.device) -> None:
+    """ValueError naming the sequence when propagating it needs more memory than ``dev`` has free, before any
+    frame is read (a legitimate but huge video, e.g. a 16x8000 panorama at short side 480)."""
+    need = memory_needed(size, grid, width, cfg)
+    free = torch.cuda.mem_get_info(dev)[0] if dev.type == "cuda" else _available_ram()
+    if free is not None and need > free:
+        raise ValueError(f"sequence {getattr(seq, 'name', '?')}: its {seq.size[1]}x{seq.size[0]} frames at "
+                         f"{size.width}x{size.height} ({grid[1]}x{grid[0]} patches) need about {need / 2**30:.1f} "
+                         f"GiB for label propagation, {free / 2**30:.1f} GiB are free on {dev}; lower "
+                         f"--propagation.short_side, --propagation.num_context or --propagation.batch")
+
+
 @torch.no_grad()
 def sequence_features(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, device: str | torch.device = "cpu",
                       batch: int | None = None) -> torch.Tensor:
@@ -153,6 +192,7 @@ def _iter_segment(vit: INOViT, seq: VOSSequence, cfg: PropagationConfig, device:
     size, grid = _propagation_size(seq, cfg, patch)
     C = _num_classes(seq)
     dev = torch.device(device)
+    _check_memory(seq, size, grid, vit.embed_dim if hasattr(vit, "embed_dim") else 3 * patch * patch, cfg, dev)
     starts: dict[int, torch.Tensor] = {}
     for t in sorted(set(seq.first_frame.values()) | {0}):
         mask = seq.load_mask(t).long() if t in seq.mask_paths else torch.zeros(H, W, dtype=torch.long)

@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all install demo test unit notebooks lab book clean test-browser gpu-check gpu-check-dry gpu-wheels
+.PHONY: all install demo test unit notebooks lab book student clean test-browser gpu-check gpu-check-dry gpu-wheels
 
 all: test
 
@@ -52,6 +52,11 @@ lab: $(STAMP)
 BOOK_MODE ?= laptop
 book: $(STAMP)
 	$(PY) -m inolib.course.book --notebooks notebooks --out build/book --mode $(BOOK_MODE)
+
+# The student edition (the Neuromatch practice): every lesson without its solution cells (tagged `solution`), written
+# to build/student/ (never into notebooks/); the checks still run each exercise on its hidden inputs.
+student: $(STAMP)
+	$(PY) -m inolib.course.exercises --notebooks notebooks --out build/student
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

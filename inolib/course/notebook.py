@@ -159,28 +159,17 @@ def check_shape(tensor: torch.Tensor, shape: tuple) -> None:
         raise AssertionError(f"expected shape {tuple(shape)}, got {tuple(tensor.shape)}")
 
 
-def check_exercise(fn, reference, *args, atol: float = 1e-5) -> bool | None:
-    """Compare a learner's ``fn(*args)`` with ``reference(*args)``.
+def check_exercise(fn, reference, *args, atol: float | None = None) -> bool | None:
+    """Check a learner's ``fn``: prints one line, returns True, False, or None while not attempted (``fn`` raises
+    ``NotImplementedError`` or returns ``...``). Never fails a CI run.
 
-    Prints "not attempted yet" (and returns None) while ``fn`` raises ``NotImplementedError`` or returns
-    ``...``; otherwise prints whether it matches and returns True/False. Never fails a CI run.
+    ``reference`` is an exercise's name (``"04.2"``: lesson 04, exercise 2): ``fn(*args)`` is compared with the
+    hidden reference answer on ``args`` and on inputs the lesson never shows (:mod:`inolib.course.exercises`).
+    A function instead is compared with ``fn`` on ``args`` alone. A wrong answer is told by how many values differ,
+    the first differing index and both values there.
     """
-    try:
-        got = fn(*args)
-    except NotImplementedError:
-        got = ...
-    if got is ...:
-        print("exercise not attempted yet: fill in the function above and run this cell again")
-        return None
-    want = torch.as_tensor(reference(*args), dtype=torch.float64)
-    try:
-        got_t = torch.as_tensor(got, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError) as e:
-        print(f"not yet: the result cannot be read as numbers ({e})")
-        return False
-    if got_t.shape != want.shape:
-        print(f"not yet: shape {tuple(got_t.shape)}, expected {tuple(want.shape)}")
-        return False
-    ok = torch.allclose(got_t, want, atol=atol)
-    print("correct!" if ok else f"not yet: got {got}, expected {want}")
-    return bool(ok)
+    from .exercises import check, run_check
+
+    if isinstance(reference, str):
+        return check(fn, reference, *args, atol=atol)
+    return run_check(fn, reference, [args], atol=1e-5 if atol is None else atol)

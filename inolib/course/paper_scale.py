@@ -1,0 +1,54 @@
+"""INO at paper scale in the lessons: the released ViT-S/8 and other pretrained backbones beside the course's tiny
+model, when their weights are cached (``ino weights fetch NAME``) or the lesson runs in ``paper`` mode.
+
+Offline (no cached weights, as in CI) a random ViT-S/8 written and read in the released checkpoint format stands
+in, so the same code path runs and the lesson says in one line how to fetch the real weights.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import backbone_from, read_checkpoint
+from ..model import INOViT
+from ..weights import cached, fetch
+
+# the names a lesson shows, in order: the released INO model first, then frozen self-supervised image models
+PAPER_NAMES = ("ino-vits8-charades", "dino-vits8", "dinov2-vits14")
+STAND_IN = "random ViT-S/8 (released format)"
+
+
+def random_released_vits8(seed: int = 0, depth: int = 12) -> INOViT:
+    """A random ViT-S/8 (``depth`` blocks) saved in the released INO checkpoint layout (``student`` state dict with
+    ``module.backbone.`` keys, an 8x8 position table) and loaded back as :func:`inolib.checkpoint.load_backbone`
+    reads released files: the offline stand-in for ``ino-vits8-charades``."""
+    with torch.random.fork_rng(devices=[]):  # building networks draws random numbers: not from the lesson's
+        torch.manual_seed(seed)
+        vit = INOViT(patch_size=8, embed_dim=384, depth=depth, num_heads=6, pos_embed_size=64)
+        state = {f"module.backbone.{k}": v for k, v in vit.state_dict().items()}
+        buf = io.BytesIO()
+        torch.save({"student": state, "teacher": state, "dino_loss_cls_list": {}}, buf)
+        buf.seek(0)
+        obj = torch.load(buf, weights_only=True)
+        return backbone_from(obj, STAND_IN, key="student")[0]
+
+
+def paper_backbones(mode: str, device: str | torch.device = "cpu", names: tuple[str, ...] = PAPER_NAMES,
+                    stand_in_depth: int = 12) -> tuple[dict[str, torch.nn.Module], str]:
+    """The pretrained backbones of ``names`` whose weights are cached (all fetched first in ``paper`` mode) as
+    ``{name: backbone}``, and one line saying what was used; without any, the random released-format ViT-S/8
+    (``stand_in_depth`` blocks) under :data:`STAND_IN`."""
+    found: dict[str, torch.nn.Module] = {}
+    for name in names:
+        path = fetch(name) if mode == "paper" else cached(name)
+        if path is not None:
+            with torch.random.fork_rng(devices=[]):
+                found[name] = backbone_from(read_checkpoint(Path(path)), path, device=device)[0]
+    if found:
+        return found, "pretrained weights: " + ", ".join(found)
+    stand_in = random_released_vits8(depth=stand_in_depth).to(device).eval()
+    return {STAND_IN: stand_in}, (f"no pretrained weights cached: a {STAND_IN} stands in (same code path); "
+                                  f"`ino weights fetch {names[0]}` (and {', '.join(names[1:])}) shows the real ones")

@@ -207,11 +207,25 @@ def _pick_state(obj: Any, path: Path, key: str | None) -> tuple[dict, str]:
     if nets:
         # released INO saves "dino_loss_cls_list"/"dino_loss_hw_list" and a "headlist" head (its inference
         # default is the student); DINO saves "dino_loss" and a "head" (its evaluation uses the teacher)
-        is_ino = any(k.startswith("dino_loss_") for k in obj) or any(
-            "headlist." in k for k in (obj.get("student") or {}) if isinstance(k, str))
+        is_ino = (any(k.startswith("dino_loss_") for k in obj)
+                  or any("headlist." in k for k in (obj.get("student") or {}) if isinstance(k, str))
+                  or _table_for_64(obj.get("student")))
         key = "student" if is_ino and "student" in nets else ("teacher" if "teacher" in nets else nets[0])
         return obj[key], key
     raise ValueError(f"{path}: no state dict found (keys {sorted(obj)[:10]})")
+
+
+def _table_for_64(state: Any) -> bool:
+    """Whether ``state`` holds a position table made for 64x64 inputs (grid x patch = 64): the released INO
+    model's, even without its loss entries or head (DINO's tables are for 224x224 inputs)."""
+    if not isinstance(state, dict):
+        return False
+    pos = next((v for k, v in state.items() if str(k).endswith("pos_embed")), None)
+    proj = next((v for k, v in state.items() if str(k).endswith("patch_embed.proj.weight")), None)
+    if not (isinstance(pos, torch.Tensor) and pos.dim() == 3 and isinstance(proj, torch.Tensor) and proj.dim() == 4):
+        return False
+    g = math.isqrt(pos.shape[1] - 1)
+    return g * g == pos.shape[1] - 1 and g * proj.shape[-1] == 64
 
 
 def _config_field(obj: dict, section: str, field: str) -> Any:

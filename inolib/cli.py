@@ -198,13 +198,11 @@ def _path_free(path, folder: bool, flag: str) -> None:
 def cmd_propagate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .data.user_video import VideoSequence
-    from .vos.segment import check_propagation_config, segment_davis, segment_video, segment_ytvos
-
     from .checkpoint import FORMAT, config_from, read_checkpoint
-    from .weights import resolve
-
+    from .data.user_video import VideoSequence
     from .data.vos_datasets import plain_name
+    from .vos.segment import check_propagation_config, segment_davis, segment_video, segment_ytvos
+    from .weights import resolve
 
     sources = [x for x in (args.davis, args.ytvos, args.video) if x]
     if len(sources) != 1:

@@ -154,8 +154,7 @@ def run_demo(data_dir: str | Path = "data", out_dir: str | Path = "runs/demo", c
         shipped_cfg, label = config_from(obj, checkpoint), "shipped"
     except ValueError:  # released INO, DINO, DINOv2: no inolib config; the live run trains the tiny preset, and
         # propagation takes the paper-scale (charades) settings at the demo's short side
-        shipped_cfg, label = C.override(C.tiny(), {"propagation." + k: v for k, v in
-                                                   C.to_dict(C.charades())["propagation"].items()}), checkpoint.stem
+        shipped_cfg, label = dataclasses.replace(C.tiny(), propagation=C.charades().propagation), checkpoint.stem
     out_dir.mkdir(parents=True, exist_ok=True)
 
     live_log = None

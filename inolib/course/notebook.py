@@ -45,11 +45,10 @@ def load_shipped(device: str | torch.device = "cpu", network: str = "student"):
 
 def load_weights(checkpoint: str | Path, device: str | torch.device = "cpu", network: str | None = None):
     """A backbone from a file or a weights name (``dino-vits8``, ``ino-vits8-charades``, ...: fetched once into the
-    cache, see :mod:`inolib.weights`): ``(backbone, report)`` as :func:`inolib.checkpoint.load_backbone` gives."""
-    from ..checkpoint import load_backbone
-    from ..weights import resolve
+    cache, see :mod:`inolib.weights`): ``(backbone, report)``, as :func:`inolib.load_backbone` gives."""
+    from .. import load_backbone
 
-    return load_backbone(resolve(checkpoint), key=network, device=device)
+    return load_backbone(checkpoint, key=network, device=device)
 
 
 def load_shipped_network(device: str | torch.device = "cpu", network: str = "student"):

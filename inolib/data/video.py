@@ -172,16 +172,14 @@ def read_frames(path: str | Path, indices: list[int] | torch.Tensor, size: tuple
     except Exception as e:
         if not kw:
             raise ValueError(f"{path}: cannot decode video ({_first_line(e)})") from e
-        try:  # the decoder's scaler failed: decode at the video's own size, resize here
+        try:  # the decoder's scaler failed: decode at the video's own size, resized below
             frames = _decode(decord, path, idx, {})
         except ValueError:
             raise
         except Exception:
             raise ValueError(f"{path}: cannot decode video ({_first_line(e)})") from e
-        return resize_frames(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2), kw["height"],
-                             kw["width"])
     out = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
-    if kw and out.shape[-2:] != (kw["height"], kw["width"]):  # a decoder that ignored the size
+    if kw and out.shape[-2:] != (kw["height"], kw["width"]):  # the fallback, or a decoder that ignored the size
         out = resize_frames(out, kw["height"], kw["width"])
     return out
 

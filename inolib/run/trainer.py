@@ -398,8 +398,9 @@ class Trainer:
             out.extend(paths)
         seen, once, twice = set(), [], []  # a folder or synthetic:N given twice, a video in a folder and a list
         for p in out:
-            (twice if p.resolve() in seen else once).append(p)
-            seen.add(p.resolve())
+            real = p.resolve()
+            (twice if real in seen else once).append(p)
+            seen.add(real)
         if twice and self.dist.is_main:
             warnings.warn(f"--data: {len(twice)} video(s) given more than once are used once: "
                           + ", ".join(map(str, twice[:5])) + (" ..." if len(twice) > 5 else ""), stacklevel=3)

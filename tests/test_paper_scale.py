@@ -28,3 +28,23 @@ def test_cached_weights_are_shown_by_name(tmp_path, monkeypatch):
     nets, said = paper_scale.paper_backbones("laptop")
     assert list(nets) == ["dino-vits8"] and said == "pretrained weights: dino-vits8"
     assert torch.equal(nets["dino-vits8"].pos_embed, small.pos_embed)
+
+
+def test_paper_propagation_takes_block_7_or_the_shallowest_networks_last():
+    import pytest
+
+    lesson = C.tiny().propagation
+    deep, shallow = paper_scale.random_released_vits8(depth=8), paper_scale.random_released_vits8(depth=3)
+    p = paper_scale.paper_propagation(lesson, {"a": deep})
+    assert p.feature_block == 7 and (p.short_side, p.radius) == (lesson.short_side, lesson.radius)
+    assert paper_scale.paper_propagation(lesson, {"a": deep, "b": shallow}).feature_block == 3
+    with pytest.raises(ValueError, match="backbones"):
+        paper_scale.paper_propagation(lesson, {})
+    with pytest.raises(ValueError, match="mode"):
+        paper_scale.paper_backbones("fast")
+
+
+def test_the_stand_in_has_the_papers_depth_outside_smoke_mode(tmp_path, monkeypatch):
+    monkeypatch.setenv("INOLIB_CACHE", str(tmp_path / "empty"))
+    assert len(paper_scale.paper_backbones("smoke")[0][paper_scale.STAND_IN].blocks) == 3
+    assert len(paper_scale.paper_backbones("laptop")[0][paper_scale.STAND_IN].blocks) == 12

@@ -78,6 +78,30 @@ def test_overview_diagram_names_every_part_and_checks_the_clip_length():
         viz.plot_ino_overview(3)
 
 
+def test_overview_diagram_headers_clear_the_boxes_and_frames_count_from_zero():
+    """The column headers overlap no box and no other text; the frames are numbered as frame_pairs numbers them."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.patches import FancyBboxPatch
+
+    from inolib.losses import frame_pairs
+
+    for L in (4, 6):
+        fig = viz.plot_ino_overview(L)
+        ax = fig.axes[0]
+        r = FigureCanvasAgg(fig).get_renderer()
+        heads = [t for t in ax.texts if t.get_position()[1] > 6]  # the three column headers
+        assert len(heads) == 3
+        boxes = [p.get_window_extent(r) for p in ax.patches if isinstance(p, FancyBboxPatch)]
+        for h in heads:
+            e = h.get_window_extent(r)
+            assert not any(e.overlaps(b) for b in boxes), h.get_text()
+            assert not any(e.overlaps(t.get_window_extent(r)) for t in ax.texts if t is not h), h.get_text()
+        names = [t.get_text() for t in ax.texts if t.get_text().startswith("frame ")]
+        assert names == [f"frame {t}" for t in range(L)]
+        g2g = next(t.get_text() for t in ax.texts if t.get_text().startswith("out g2g"))
+        assert all(f"({a}, {b})" in g2g for a, b in frame_pairs(L))
+
+
 def test_compare_propagation_one_row_per_method_with_scores_in_titles():
     import pytest
 
@@ -190,3 +214,11 @@ def test_compare_affinity_rows_one_panel_per_row_and_a_colour_bar():
         viz.compare_affinity_rows(frames[0], frames[1], rows, (2, 3), query=6)
     with pytest.raises(ValueError, match="rows"):
         viz.compare_affinity_rows(frames[0], frames[1], {"bad": torch.rand(5)}, (2, 3), query=0)
+
+
+def test_plot_curves_draws_each_baseline_as_a_labelled_horizontal_line():
+    log = [{"step": 0, "jf": 0.3}, {"step": 10, "jf": 0.5}]
+    fig = viz.plot_curves(log, ["jf"], baselines={"raw pixels": 0.4, "copy frame 0": 0.35})
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    assert set(lines) == {"jf", "raw pixels", "copy frame 0"}
+    assert list(lines["raw pixels"].get_ydata()) == [0.4, 0.4] and lines["copy frame 0"].get_linestyle() == "--"

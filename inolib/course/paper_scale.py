@@ -7,12 +7,14 @@ in, so the same code path runs and the lesson says in one line how to fetch the 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
 import torch
 
 from ..checkpoint import backbone_from, read_checkpoint
+from ..config import PropagationConfig
 from ..model import INOViT
 from ..weights import cached, fetch
 
@@ -37,10 +39,16 @@ def random_released_vits8(seed: int = 0, depth: int = 12) -> INOViT:
 
 
 def paper_backbones(mode: str, device: str | torch.device = "cpu", names: tuple[str, ...] = PAPER_NAMES,
-                    stand_in_depth: int = 12) -> tuple[dict[str, torch.nn.Module], str]:
+                    stand_in_depth: int | None = None) -> tuple[dict[str, torch.nn.Module], str]:
     """The pretrained backbones of ``names`` whose weights are cached (all fetched first in ``paper`` mode) as
     ``{name: backbone}``, and one line saying what was used; without any, the random released-format ViT-S/8
-    (``stand_in_depth`` blocks) under :data:`STAND_IN`."""
+    (``stand_in_depth`` blocks; default 3 in ``smoke`` mode, else the paper's 12) under :data:`STAND_IN`."""
+    if mode not in ("smoke", "laptop", "paper"):
+        raise ValueError(f"mode must be 'smoke', 'laptop' or 'paper', got {mode!r}")
+    if not names:
+        raise ValueError("names must name at least one weights entry (see `ino weights list`)")
+    if stand_in_depth is None:
+        stand_in_depth = 3 if mode == "smoke" else 12
     found: dict[str, torch.nn.Module] = {}
     for name in names:
         path = fetch(name) if mode == "paper" else cached(name)
@@ -52,3 +60,15 @@ def paper_backbones(mode: str, device: str | torch.device = "cpu", names: tuple[
     stand_in = random_released_vits8(depth=stand_in_depth).to(device).eval()
     return {STAND_IN: stand_in}, (f"no pretrained weights cached: a {STAND_IN} stands in (same code path); "
                                   f"`ino weights fetch {names[0]}` (and {', '.join(names[1:])}) shows the real ones")
+
+
+def paper_propagation(lesson: PropagationConfig, backbones: dict[str, torch.nn.Module]) -> PropagationConfig:
+    """The lesson's propagation settings (``lesson``: its resolution, radius...) with the paper's feature block,
+    block 7 of 12 (Sec. 4.1 and the released inference), or the last block of the shallowest of ``backbones`` when it
+    has fewer (the smoke-mode stand-in)."""
+    if not isinstance(lesson, PropagationConfig):
+        raise TypeError(f"lesson must be a PropagationConfig, got {type(lesson).__name__}")
+    if not backbones:
+        raise ValueError("backbones must hold at least one network")
+    depth = min(len(b.blocks) for b in backbones.values())
+    return dataclasses.replace(lesson, feature_block=min(PropagationConfig.feature_block, depth))

@@ -475,14 +475,17 @@ def show_propagation(frames: torch.Tensor, labels: torch.Tensor, palette: np.nda
 
 
 def plot_curves(records: Sequence[dict], keys: Sequence[str], x: str = "step", title: str = "",
-                ylabel: str = "", marker: str | None = None) -> Figure:
-    """Line plot of ``keys`` from a sequence of log records (dicts, e.g. a run's JSONL log)."""
+                ylabel: str = "", marker: str | None = None, baselines: dict[str, float] | None = None) -> Figure:
+    """Line plot of ``keys`` from a sequence of log records (dicts, e.g. a run's JSONL log), with each of
+    ``baselines`` ({name: value}, measured like the curves) as a dashed horizontal line."""
     fig, ax = plt.subplots(figsize=(6, 3))
     for k in keys:
         pts = [(r[x], r[k]) for r in records if k in r and x in r]
         if pts:
             xs, ys = zip(*pts)
             ax.plot(xs, ys, label=k, marker=marker)
+    for i, (name, v) in enumerate((baselines or {}).items()):
+        ax.axhline(float(v), ls="--", lw=1, color=f"C{len(keys) + i}", label=name)
     ax.set_xlabel(x)
     if ylabel:
         ax.set_ylabel(ylabel)
@@ -555,9 +558,9 @@ def plot_ino_overview(clip_len: int = 4) -> Figure:
         raise ValueError(f"clip_len must be an even whole number >= 2 (frames pair as (n, L/2+n)), got {clip_len!r}")
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-    fig, ax = plt.subplots(figsize=(12, 6.2))
+    fig, ax = plt.subplots(figsize=(12, 6.8))
     ax.set_xlim(0, 12)
-    ax.set_ylim(0, 6.4)
+    ax.set_ylim(0, 7.0)
     ax.axis("off")
 
     def box(x, y, w, h, text, colour, size=9, weight="normal"):
@@ -572,13 +575,15 @@ def plot_ino_overview(clip_len: int = 4) -> Figure:
             ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.12, text, ha="center", va="bottom", fontsize=8, color=colour)
 
     # the clip
-    ax.text(0.9, 6.1, f"a clip of L = {clip_len}\nframes (8 fps)", ha="center", fontsize=9, weight="bold")
+    # the headers sit above the top row of boxes (y <= 6.2); frames are numbered from 0, as frame_pairs numbers them
+    head = {"ha": "center", "va": "bottom", "fontsize": 9, "weight": "bold"}
+    ax.text(0.9, 6.45, f"a clip of L = {clip_len}\nframes (8 fps)", **head)
     for t in range(clip_len):
         y = 5.4 - t * 1.05
-        box(0.25, y, 1.3, 0.8, f"frame {t + 1}", "#dde8f5")
+        box(0.25, y, 1.3, 0.8, f"frame {t}", "#dde8f5")
         arrow(1.6, y + 0.4, 2.25, y + 0.4)
     # crops
-    ax.text(3.05, 6.1, "crops of\neach frame", ha="center", fontsize=9, weight="bold")
+    ax.text(3.05, 6.45, "crops of\neach frame", **head)
     for t in range(clip_len):
         y = 5.4 - t * 1.05
         box(2.3, y + 0.38, 1.5, 0.42, "global (masked\nfor the student)", "#fbe3c8", size=7)
@@ -600,9 +605,12 @@ def plot_ino_overview(clip_len: int = 4) -> Figure:
     for y in (2.27, 1.47):
         arrow(6.35, 1.85, 6.85, y)
     # losses
-    ax.text(10.5, 6.15, "the four generative losses", ha="center", fontsize=9, weight="bold")
+    ax.text(10.5, 6.45, "the four generative losses", **head)
+    from ..losses import frame_pairs
+    pairs = ", ".join(f"({a}, {b})" for a, b in frame_pairs(clip_len))
     losses = [
-        (5.05, "out g2g (Eq. 1)", f"teacher class token of frame n\n-> student's of frame L/2+n", "#ffd9d9"),
+        (5.05, "out g2g (Eq. 1)", f"frames paired (n, L/2+n): {pairs};\nteacher class token of one -> student's of the other",
+         "#ffd9d9"),
         (3.85, "out l2g (Eq. 2)", "teacher global class token\n-> student's local crops", "#ffd9d9"),
         (2.45, "in MIM (Eq. 3)", "teacher patch tokens\n-> student's masked ones", "#d9e6ff"),
         (1.05, "in aff (Eq. 4-5)", "teacher affinity of frames t, t+1\n-> student's affinity", "#d9e6ff"),

@@ -169,8 +169,15 @@ def test_token_figures_compare_networks_with_labelled_axes():
     assert "uniform" in fig.axes[-1].get_ylabel()
     import pytest
 
-    with pytest.raises(ValueError, match="heads"):
-        viz.compare_attention(frame, {"a": torch.rand(3, 24), "b": torch.rand(2, 24)}, (4, 6))
+    with pytest.raises(ValueError, match=r"\(heads, 24\)"):
+        viz.compare_attention(frame, {"a": torch.rand(3, 25)}, (4, 6))
+    # a 6-head network over a 3-head one, each on its own scale: blank cells, one colour bar per row
+    fig = viz.compare_attention(frame, {"big": torch.rand(6, 24) * 10, "small": torch.rand(3, 24)}, (4, 6),
+                                per_row=True)
+    grid_axes, bars = fig.axes[:14], fig.axes[14:]
+    assert len(bars) == 2 and sum(not a.axison for a in grid_axes) == 3
+    highs = [a.images[0].get_clim()[1] for a in (grid_axes[1], grid_axes[8])]
+    assert highs[0] > 3 * highs[1]
     with pytest.raises(ValueError, match=r"\(h, w, 3\)"):
         viz.compare_feature_pca(frame, {"a": torch.rand(4, 6)})
     fig = viz.show_pos_similarity({"8x8": torch.randn(8, 8, 6)}, queries=[(0.5, 0.5)])

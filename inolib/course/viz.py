@@ -286,46 +286,56 @@ def show_attention(image: torch.Tensor, attn: torch.Tensor, grid: tuple[int, int
 
 
 def compare_attention(image: torch.Tensor, attns: dict[str, torch.Tensor], grid: tuple[int, int], mean=None,
-                      std=None) -> Figure:
+                      std=None, per_row: bool = False) -> Figure:
     """The class token's attention per head for several networks on the same image: one row per network.
 
     Args:
         image: (3, H, W) uint8, or normalised float with ``mean``/``std``.
         attns: {network name: (heads, N)} the class token's attention to the N = h*w patches (its row of the
-            attention matrix without the class token itself).
+            attention matrix without the class token itself); networks may have different numbers of heads.
         grid: (h, w) patch grid.
-    Each map is shown as attention x N, so 1 means "as much as a uniform head" on one shared colour scale.
+        per_row: one colour scale (and bar) per network instead of one shared scale: for networks whose peaks
+            differ by orders of magnitude (a paper-scale ViT beside a tiny one).
+    Each map is shown as attention x N, so 1 means "as much as a uniform head".
     """
     if not attns:
         raise ValueError("attns must hold at least one network")
     h, w = grid
-    heads = {a.shape[0] for a in attns.values()}
-    if len(heads) != 1 or any(a.dim() != 2 or a.shape[1] != h * w for a in attns.values()):
-        raise ValueError(f"every attention must be (heads, {h * w}) with the same heads, got "
-                         f"{[tuple(a.shape) for a in attns.values()]}")
-    H = heads.pop()
-    maps = {k: a.detach().float().cpu().reshape(H, h, w).numpy() * (h * w) for k, a in attns.items()}
+    if any(a.dim() != 2 or a.shape[1] != h * w for a in attns.values()):
+        raise ValueError(f"every attention must be (heads, {h * w}), got {[tuple(a.shape) for a in attns.values()]}")
+    H = max(a.shape[0] for a in attns.values())
+    maps = {k: a.detach().float().cpu().reshape(-1, h, w).numpy() * (h * w) for k, a in attns.items()}
     hi = max(float(m.max()) for m in maps.values())
     img = to_image(image, mean, std)
     fig, axes = plt.subplots(len(maps), H + 1, figsize=(2.7 * (H + 1) + 1.0, 2.7 * len(maps) * h / w + 0.6),
                              squeeze=False)
-    im = None
+    ims = []
     for r, (name, m) in enumerate(maps.items()):
         axes[r, 0].imshow(img)
         axes[r, 0].set_xticks([]), axes[r, 0].set_yticks([])
         axes[r, 0].set_ylabel(name, fontsize=10)
+        top = float(m.max()) if per_row else hi
         for k in range(H):
             ax = axes[r, k + 1]
-            im = ax.imshow(m[k], cmap="inferno", vmin=0, vmax=hi, interpolation="nearest")
+            if k >= len(m):
+                ax.axis("off")
+                continue
+            im = ax.imshow(m[k], cmap="inferno", vmin=0, vmax=top, interpolation="nearest")
             ax.set_title(f"{name}, head {k + 1}", fontsize=8)
             ax.tick_params(labelsize=6)
             if r == len(maps) - 1:
                 ax.set_xlabel("column (patches)", fontsize=7)
             if k == 0:
                 ax.set_ylabel("row (patches)", fontsize=7)
+        ims.append((im, [axes[r, k + 1] for k in range(len(m))]))
     axes[0, 0].set_title("input", fontsize=8)
     fig.tight_layout()
-    fig.colorbar(im, ax=list(axes.flat), label="attention x N (1 = uniform)", shrink=0.9)
+    label = "attention x N (1 = uniform)"
+    if per_row:
+        for im, row in ims:
+            fig.colorbar(im, ax=row, label=label, shrink=0.9)
+    else:
+        fig.colorbar(ims[-1][0], ax=list(axes.flat), label=label, shrink=0.9)
     plt.close(fig)
     return fig
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from inolib import config as C
 from inolib.config import LossConfig
@@ -181,6 +182,42 @@ def test_runner_enforces_budgets_and_keeps_going(tmp_path):
     assert "| Y boom | a figure | 2 |" in text and "the stage broke" in text
 
 
+def test_real_budgets_fit_the_deadline():
+    """On one GPU every stage but compile (which gets what is left) fits the deadline at its full budget; the
+    2-process stage only records that it was skipped there."""
+    gc = _load_gpu_check()
+    for dry in (False, True):
+        s = gc.make_settings(dry, None, None)
+        assert set(s.budgets) == {n for n, *_ in gc.STAGES}
+    s = gc.make_settings(False, None, None)
+    assert sum(v for k, v in s.budgets.items() if k not in ("compile", "davis2")) <= s.deadline == 465
+
+
+def test_two_process_stage_without_two_gpus_is_skipped_not_failed(tmp_path):
+    gc = _load_gpu_check()
+    s = gc.make_settings(False, "cpu", None)  # a real (not dry) run with no GPU: fewer than 2
+    res = gc.run_stage("davis2", "3b", gc.stage_davis2, s, tmp_path, {}, budget=60)
+    assert res.status == "ok" and len(res.rows) == 1, res
+    assert res.rows[0][1] == "skipped: 0 GPUs (needs 2)" and res.rows[0][5] == "—"
+
+
+def test_mask_comparison_finds_a_changed_or_missing_png(tmp_path):
+    gc = _load_gpu_check()
+    from inolib.vos.writers import write_ids_png
+    a, b = tmp_path / "a", tmp_path / "b"
+    ids = torch.tensor([[0, 1, 1, 2], [0, 0, 2, 2], [1, 1, 0, 0]], dtype=torch.uint8)
+    for root in (a, b):
+        for name in ("x/00000.png", "x/00001.png", "y/00000.png"):
+            write_ids_png(root / name, ids)
+    assert gc._png_differences(a, b) == (3, [])
+    other = ids.clone()
+    other[0, 0] = 1  # one pixel of one mask
+    write_ids_png(b / "x/00001.png", other)
+    (b / "y/00000.png").unlink()
+    assert gc._png_differences(a, b) == (3, ["y/00000.png", "x/00001.png"])
+    assert gc._pixels_differing(a, b, ["x/00001.png"]) == "1 of 12 pixels of the masks compared"
+
+
 def test_dry_run(tmp_path):
     """``gpu_check.py --dry``: every stage runs on the CPU with tiny shapes; correctness goals are met."""
     out, js = tmp_path / "dry.md", tmp_path / "dry.json"
@@ -190,9 +227,10 @@ def test_dry_run(tmp_path):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
     res = json.loads(js.read_text())
-    assert res["dry"] and [s["status"] for s in res["stages"]] == ["ok"] * 8, res["stages"]
+    assert res["dry"] and [s["status"] for s in res["stages"]] == ["ok"] * 9, res["stages"]
     names = [s["name"] for s in res["stages"]]
-    assert names == ["env", "train_step", "propagation", "davis", "train", "lesson08", "lesson10", "compile"]
+    assert names == ["env", "train_step", "propagation", "davis", "davis2", "train", "lesson08", "lesson10",
+                     "compile"]
     rows = [r for s in res["stages"] for r in s["rows"]]
     for r in rows:  # every goal is met, or a performance goal that a CPU cannot judge
         assert r[5] in ("yes", "—", "n/a (dry)"), r
@@ -201,5 +239,28 @@ def test_dry_run(tmp_path):
     assert any("identical labels" in c and "shooting" in c for c in checks)
     assert any("resumed steps equal" in c for c in checks)
     assert any("SIGTERM" in c for c in checks)
+    by_stage = {s["name"]: s["rows"] for s in res["stages"]}
+    # stage 3: the issue's goal for ino propagate on all of DAVIS-2017 val, evaluate on a row of its own
+    val = [r for r in by_stage["davis"] if r[0].startswith("DAVIS-2017 val (1999 frames) extrapolated, ino propagate")]
+    assert len(val) == 1 and val[0][4:] == ["<= 60 s", "n/a (dry)"] and val[0][1].endswith("ms)"), val
+    assert "short side 96, batch 2, float32" in val[0][0]  # the settings the figure holds for
+    assert any(r[0].startswith("DAVIS-2017 val (1999 frames) extrapolated, ino evaluate") for r in by_stage["davis"])
+    fps = [r for r in by_stage["davis"] if r[0].startswith("frames/s of ino propagate")]
+    assert len(fps) == 1 and fps[0][4] == ">= 33.3 fr/s" and "33.3 needed" in fps[0][1], fps
+    # shooting's frame size through the whole command; memory is a GPU figure
+    shoot = {r[0]: r for r in by_stage["davis"] if r[0].startswith("shooting 480x1152 through ino propagate")}
+    peak = shoot.get("shooting 480x1152 through ino propagate: peak GiB")
+    assert peak == [peak[0], "n/a (CPU)", "—", "—", "<= 16 GiB", "n/a (dry)"], shoot
+    assert any(k.endswith("frames/s") for k in shoot), shoot
+    shots = list((tmp_path / "work/davis/davis/shooting").glob("*/*.png"))
+    assert len(shots) == 3 and Image.open(shots[0]).size == (1152, 480) and Image.open(shots[0]).mode == "P"
+    # the 2-process stage (gloo on the CPU): both ranks worked and their masks equal one process's
+    two = {r[0]: r for r in by_stage["davis2"]}
+    equal = two["2 processes: masks equal one process (every PNG byte for byte)"]
+    assert equal[1] == "yes: 6 of 6 equal" and equal[4:] == ["equal", "yes"], equal
+    ranks = two["2 processes: each ran its share of the sequences (balanced by frames)"]
+    assert ranks[1] == "yes (rank 0: blackswan; rank 1: car-shadow)" and ranks[5] == "yes", ranks
+    timed = [r for k, r in two.items() if k.startswith("2 processes (torchrun --nproc_per_node 2, gloo on the CPU)")]
+    assert len(timed) == 1 and timed[0][1].endswith(" s") and timed[0][2].endswith("s (1 process)"), two
     text = out.read_text()
     assert "| stage | figure | ours | released | ratio | goal | met |" in text and "CPU dry run" in text

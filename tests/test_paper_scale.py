@@ -48,3 +48,31 @@ def test_the_stand_in_has_the_papers_depth_outside_smoke_mode(tmp_path, monkeypa
     monkeypatch.setenv("INOLIB_CACHE", str(tmp_path / "empty"))
     assert len(paper_scale.paper_backbones("smoke")[0][paper_scale.STAND_IN].blocks) == 3
     assert len(paper_scale.paper_backbones("laptop")[0][paper_scale.STAND_IN].blocks) == 12
+
+
+def test_frozen_feature_table_scores_every_network_on_the_same_frames_at_its_own_block(tmp_path, monkeypatch):
+    """Paper networks at block 7 (or their last), course networks at the lesson's block; each row's sequences and
+    mean; the paper row equals a direct compare_on_sequence at the paper's block."""
+    import pytest
+
+    from inolib.data import read_davis_sequence
+    from inolib.vos.baselines import PixelFeatures
+    from inolib.vos.validation import compare_on_sequence
+
+    davis = "data/davis_sample/DAVIS"
+    seqs = [read_davis_sequence(davis, "blackswan"), read_davis_sequence(davis, "car-shadow")]
+    lesson = C.override(C.smoke(), {"propagation.short_side": "64", "propagation.radius": "4"}).propagation
+    stand_in = paper_scale.random_released_vits8(depth=3)  # paper block 3, the lesson's (smoke) block 2
+    assert lesson.feature_block == 2
+    tiny = build_backbone(C.smoke().model).eval()
+    table = paper_scale.frozen_feature_table({"big": stand_in}, {"tiny": tiny, "raw pixels": PixelFeatures(8)},
+                                             seqs, lesson, frames=4, progress=False)
+    assert list(table) == ["big", "tiny", "raw pixels", "copy frame 0"]
+    for row in table.values():
+        assert set(row) == {"blackswan", "car-shadow", "mean"}
+        assert row["mean"] == pytest.approx((row["blackswan"] + row["car-shadow"]) / 2)
+    direct = compare_on_sequence({"big": stand_in}, seqs[1].head(4),
+                                 paper_scale.paper_propagation(lesson, {"big": stand_in}), copy_baseline=False)
+    assert table["big"]["car-shadow"] == pytest.approx(direct["big"]["J&F"])
+    with pytest.raises(ValueError, match="frames"):
+        paper_scale.frozen_feature_table({"big": stand_in}, {}, seqs, lesson, frames=2)

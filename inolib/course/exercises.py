@@ -351,15 +351,10 @@ def _jaccard(a, b) -> float:
     return float(jaccard(a, b))
 
 
-def _kernel_label(s, y, k, tau) -> float:
-    from ..vos.propagation import query_weights
+def _context(t, num_context) -> list[int]:
+    from ..vos.propagation import context_indices
 
-    return float((query_weights(s, topk=k, temperature=tau) * y).sum())
-
-
-def _label_inputs(*_):
-    return [(_uniform(103, 30) * 2 - 1, _uniform(104, 30).double(), 5, 0.07),  # soft labels
-            (_uniform(105, 6) * 2 - 1, _uniform(106, 6).round().double(), 1, 0.1)]
+    return context_indices(t, 0, num_context)
 
 
 def _window(g, c, r) -> torch.Tensor:
@@ -461,7 +456,7 @@ EXERCISES: dict[str, Exercise] = {
     # 10 label propagation
     "10.1": Exercise(_jaccard, lambda *_: [(torch.zeros(3, 3, dtype=torch.bool), torch.zeros(3, 3, dtype=torch.bool)),
                                            (_uniform(101, 8, 9) > 0.3, _uniform(102, 8, 9) > 0.6)]),
-    "10.2": Exercise(_kernel_label, _label_inputs),
+    "10.2": Exercise(_context, lambda *_: [(4, 10), (30, 3)]),
     "10.3": Exercise(_window, lambda *_: [((10, 7), 0, 2), ((10, 7), 69, 3)]),
     # 11 your own video
     "11.1": Exercise(_frame_grid, lambda *_: [(1280, 720, 480), (480, 854, 240)]),

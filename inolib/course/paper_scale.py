@@ -72,3 +72,44 @@ def paper_propagation(lesson: PropagationConfig, backbones: dict[str, torch.nn.M
         raise ValueError("backbones must hold at least one network")
     depth = min(len(b.blocks) for b in backbones.values())
     return dataclasses.replace(lesson, feature_block=min(PropagationConfig.feature_block, depth))
+
+
+def frozen_feature_table(paper: dict[str, torch.nn.Module], course: dict[str, torch.nn.Module], sequences: list,
+                         lesson: PropagationConfig, device: str | torch.device = "cpu", frames: int | None = None,
+                         progress: bool = True) -> dict[str, dict[str, float]]:
+    """J&F-Mean of frozen features on each sequence, every network through the same kernel and frames.
+
+    Args:
+        paper: {name: pretrained backbone}, each read at the paper's block (:func:`paper_propagation`, per network).
+        course: {name: backbone} (the shipped model, its random init, ``PixelFeatures``) at ``lesson``'s block;
+            "copy frame 0" is added once.
+        sequences: fully annotated :class:`inolib.data.vos_datasets.VOSSequence` objects (>= 3 frames).
+        lesson: the propagation settings (resolution, k, context, radius) every network shares.
+        frames: score the first ``frames`` frames of each sequence (a CPU's budget); None: all of them.
+    Returns ``{name: {sequence name: J&F, ..., "mean": mean over the sequences}}``, paper networks first.
+    """
+    from tqdm.auto import tqdm
+
+    from ..vos.validation import compare_on_sequence
+
+    if not sequences:
+        raise ValueError("sequences must hold at least one sequence")
+    if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 3):
+        raise ValueError(f"frames must be None or a whole number >= 3 (J&F leaves out the first and last), got {frames!r}")
+    groups = [({name: net}, paper_propagation(lesson, {name: net}), False) for name, net in paper.items()]
+    if course:
+        groups.append((course, lesson, True))
+    table: dict[str, dict[str, float]] = {}
+    bar = tqdm(total=len(groups) * len(sequences), desc="frozen features", disable=not progress)
+    for nets, settings, copy in groups:
+        for seq in sequences:
+            seq = seq.head(frames) if frames is not None and seq.num_frames > frames else seq
+            res = compare_on_sequence(nets, seq, settings, device, copy_baseline=copy)
+            for name, r in res.items():
+                if "J&F" in r:
+                    table.setdefault(name, {})[seq.name] = float(r["J&F"])
+            bar.update(1)
+    bar.close()
+    for row in table.values():
+        row["mean"] = sum(row.values()) / len(row)
+    return table

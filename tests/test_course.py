@@ -82,3 +82,15 @@ def test_no_lesson_points_learners_to_internal_notes():
         text = " ".join(_src(c) for c in json.loads(nb.read_text())["cells"])
         for bad in (r"\bissue\b", r"ref\s§", r"shared/[r]eference", r"\.\./shared"):
             assert not re.search(bad, text), f"{nb.name}: internal reference {bad}"
+
+
+@pytest.mark.parametrize("name", ["00_overview", "02_vit_tokens", "07_in_aff", "10_label_propagation"])
+def test_paper_scale_sections_show_pretrained_weights_and_say_how_to_fetch_them(name):
+    """Lessons 00, 02, 07 and 10 each have a section that runs paper_scale.paper_backbones (the released weights when
+    cached or in paper mode, offline a released-format stand-in) and draws its result; nbval runs it in smoke mode."""
+    cells = _cells(name)
+    code = [_src(c) for c in cells if c["cell_type"] == "code" and "paper_scale.paper_backbones(" in _src(c)]
+    assert len(code) == 1, f"{name}: {len(code)} cells call paper_scale.paper_backbones"
+    assert 'env["mode"]' in code[0] and "print(said" in code[0] and re.search(r"\bviz\.\w+\(", code[0])
+    prose = " ".join(_src(c) for c in cells if c["cell_type"] == "markdown")
+    assert "ino weights fetch ino-vits8-charades" in prose and "`paper` mode" in prose

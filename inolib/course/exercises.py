@@ -363,6 +363,23 @@ def _window(g, c, r) -> torch.Tensor:
     return window_mask(g, r, rows=torch.tensor([c]))[0]
 
 
+def _overlay(image, ids, palette, alpha) -> torch.Tensor:
+    from ..vos.writers import blend_ids
+
+    img = np.asarray(torch.as_tensor(image, dtype=torch.float64))
+    return torch.from_numpy(blend_ids(img, torch.as_tensor(ids), np.asarray(palette), alpha))
+
+
+def _overlay_inputs(*_):
+    from ..data.vos_datasets import davis_palette
+
+    image = _uniform(111, 5, 7, 3)
+    ids = torch.tensor([0, 1, 2, 3, 255])[(_uniform(112, 5, 7) * 5).long()].to(torch.uint8)  # objects, background, void
+    void = torch.full((6, 4), 255, dtype=torch.uint8)
+    void[1:3, 1:3] = 7
+    return [(image, ids, davis_palette(), 0.3), (_uniform(113, 6, 4, 3), void, davis_palette(), 1.0)]
+
+
 def _box_mask(H, W, cx, cy, w, h) -> torch.Tensor:
     from ..data.user_video import shape_mask
 
@@ -459,7 +476,7 @@ EXERCISES: dict[str, Exercise] = {
     "10.2": Exercise(_context, lambda *_: [(4, 10), (30, 3)]),
     "10.3": Exercise(_window, lambda *_: [((10, 7), 0, 2), ((10, 7), 69, 3)]),
     # 11 your own video
-    "11.1": Exercise(_frame_grid, lambda *_: [(1280, 720, 480), (480, 854, 240)]),
+    "11.1": Exercise(_overlay, _overlay_inputs),
     "11.2": Exercise(_box_mask, lambda *_: [(20, 30, 0.3, 0.6, 0.4, 0.2), (7, 9, 0.5, 0.5, 1.0, 1.0)]),
     "11.3": Exercise(_box_excess, _excess_inputs),
 }

@@ -291,12 +291,11 @@ def compare_attention(image: torch.Tensor, attns: dict[str, torch.Tensor], grid:
 
     Args:
         image: (3, H, W) uint8, or normalised float with ``mean``/``std``.
-        attns: {network name: (heads, N)} the class token's attention to the N = h*w patches (its row of the
-            attention matrix without the class token itself); networks may have different numbers of heads.
+        attns: {network name: (heads, N)}: the class token's attention to the N = h*w patches; head counts may
+            differ between networks.
         grid: (h, w) patch grid.
-        per_row: one colour scale (and bar) per network instead of one shared scale: for networks whose peaks
-            differ by orders of magnitude (a paper-scale ViT beside a tiny one).
-    Each map is shown as attention x N, so 1 means "as much as a uniform head".
+        per_row: a colour scale per network instead of one shared (peaks far apart: a ViT-S/8 beside a tiny one).
+    Maps show attention x N: 1 is "as much as a uniform head".
     """
     if not attns:
         raise ValueError("attns must hold at least one network")

@@ -17,6 +17,9 @@ def test_offline_a_released_format_vits8_stands_in_and_the_lesson_says_how_to_fe
     assert (vit.patch_embed.patch_size[0], vit.embed_dim, len(vit.blocks)) == (8, 384, 2)
     again, _ = paper_scale.paper_backbones("smoke", stand_in_depth=2)
     assert torch.equal(again[paper_scale.STAND_IN].pos_embed, vit.pos_embed)  # seeded: the same stand-in
+    _, one = paper_scale.paper_backbones("smoke", names=("ino-vits8-charades",))
+    assert one.endswith("`ino weights fetch ino-vits8-charades` shows the real ones") and "(and" not in one
+    assert "(and dino-vits8, dinov2-vits14)" in said
 
 
 def test_cached_weights_are_shown_by_name(tmp_path, monkeypatch):

@@ -58,8 +58,9 @@ def paper_backbones(mode: str, device: str | torch.device = "cpu", names: tuple[
     if found:
         return found, "pretrained weights: " + ", ".join(found)
     stand_in = random_released_vits8(depth=stand_in_depth).to(device).eval()
+    more = f" (and {', '.join(names[1:])})" if len(names) > 1 else ""
     return {STAND_IN: stand_in}, (f"no pretrained weights cached: a {STAND_IN} stands in (same code path); "
-                                  f"`ino weights fetch {names[0]}` (and {', '.join(names[1:])}) shows the real ones")
+                                  f"`ino weights fetch {names[0]}`{more} shows the real ones")
 
 
 def paper_propagation(lesson: PropagationConfig, backbones: dict[str, torch.nn.Module]) -> PropagationConfig:

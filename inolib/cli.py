@@ -403,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "--model/crops/masking/loss.* flags)")
     p.add_argument("--data", default="data", help="folder with the bundled data (default data)")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--checkpoint", default=None, help="trained model (default DATA/checkpoints/ino_tiny.pth)")
+    p.add_argument("--checkpoint", default=None, help="trained model: a file, or a name of `ino weights list` such "
+                   "as ino-vits8-charades (default DATA/checkpoints/ino_tiny.pth)")
     p.add_argument("--train-seconds", type=float, default=120.0, help="live training time budget (0: skip)")
     p.add_argument("--short-side", type=int, default=None, help="propagation short side of the demo (default 192, "
                                                                 "to stay under 5 minutes; ino propagate uses 240)")

@@ -96,7 +96,8 @@ def frozen_feature_table(paper: dict[str, torch.nn.Module], course: dict[str, to
     if not sequences:
         raise ValueError("sequences must hold at least one sequence")
     if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 3):
-        raise ValueError(f"frames must be None or a whole number >= 3 (J&F leaves out the first and last), got {frames!r}")
+        raise ValueError(f"frames must be None or a whole number >= 3 (J&F leaves out the first and last), "
+                         f"got {frames!r}")
     groups = [({name: net}, paper_propagation(lesson, {name: net}), False) for name, net in paper.items()]
     if course:
         groups.append((course, lesson, True))

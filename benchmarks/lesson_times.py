@@ -22,9 +22,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def time_lesson(path: Path, threads: int) -> tuple[float, bool, str]:
-    """Run one lesson under nbval in smoke mode; returns (seconds, passed, the output's last lines)."""
-    env = dict(os.environ, INOLIB_SMOKE="1", OMP_NUM_THREADS=str(threads))
+def time_lesson(path: Path, threads: int | None) -> tuple[float, bool, str]:
+    """Run one lesson under nbval in smoke mode (``threads`` None: torch's default threads, as in a learner's
+    JupyterLab and in ``make test``); returns (seconds, passed, the output's last lines)."""
+    env = dict(os.environ, INOLIB_SMOKE="1")
+    env.pop("OMP_NUM_THREADS", None)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=300",
            "-p", "no:cacheprovider", str(path)]
     t0 = time.perf_counter()
@@ -38,14 +42,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--notebooks", default=str(REPO / "notebooks"))
     ap.add_argument("--lessons", nargs="*", default=None, help="lesson numbers or names (default: all)")
-    ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each run (make notebooks uses 1)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="OMP_NUM_THREADS of each run (default: unset, torch's default threads, as make test runs them)")
     args = ap.parse_args()
     lessons = list_lessons(args.notebooks)
     if args.lessons:
         lessons = [p for p in lessons if any(p.stem == x or p.stem.startswith(f"{x}_") for x in args.lessons)]
         if not lessons:
             sys.exit(f"--lessons {' '.join(args.lessons)}: no such lesson in {args.notebooks}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, OMP_NUM_THREADS={args.threads}, "
+    threads = "unset (torch's default)" if args.threads is None else args.threads
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, OMP_NUM_THREADS={threads}, "
           f"one lesson at a time, smoke mode\n")
     print("| lesson | seconds (pytest + kernel start + cells) | passed |\n|---|---|---|", flush=True)
     total = 0.0

@@ -143,6 +143,22 @@ def test_plot_runs_and_show_matrices():
         viz.show_matrices({"x": torch.rand(3)})
 
 
+def test_plot_grouped_bars_one_bar_per_value_grouped_with_a_legend():
+    import pytest
+
+    groups = {"run a": {"entropy": 0.5, "batch entropy": 3.0}, "run b": {"entropy": 6.9, "batch entropy": 6.9},
+              "run c": {"entropy": 0.2}}
+    fig = viz.plot_grouped_bars(groups, ylabel="nats", lines={"log K": 6.93})
+    ax = fig.axes[0]
+    assert len(ax.patches) == 5 and ax.get_ylabel() == "nats"
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(groups)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["entropy", "batch entropy"]
+    assert "3.00" in [t.get_text() for t in ax.texts] and " log K" in [t.get_text() for t in ax.texts]
+    assert ax.get_ylim()[1] > 6.93
+    with pytest.raises(ValueError):
+        viz.plot_grouped_bars({})
+
+
 def test_show_crop_boxes_colours_each_box_by_its_value():
     frame = torch.zeros(3, 40, 60, dtype=torch.uint8)
     boxes = torch.tensor([[0, 0, 10, 10], [5, 20, 20, 30]])

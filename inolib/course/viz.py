@@ -714,6 +714,38 @@ def plot_bars(values: dict[str, float], ylabel: str = "J&F-Mean", title: str = "
     return _done(fig)
 
 
+def plot_grouped_bars(groups: dict[str, dict[str, float]], ylabel: str = "", title: str = "",
+                      lines: dict[str, float] | None = None) -> Figure:
+    """Bars in groups: ``groups`` is ``{group: {series: value}}`` (e.g. ``{run: {monitor: value}}``), one colour
+    per series and the value written on each bar; ``lines`` ``{label: y}`` adds labelled dashed references."""
+    if not groups or not any(groups.values()):
+        raise ValueError("groups must hold at least one value")
+    names = list(groups)
+    series = list(dict.fromkeys(s for g in groups.values() for s in g))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) * len(series) + 2.5, 3.2))
+    top = low = 0.0
+    for i, s in enumerate(series):
+        xs = [k + (i - (len(series) - 1) / 2) * width for k, g in enumerate(names) if s in groups[g]]
+        v = [float(groups[g][s]) for g in names if s in groups[g]]
+        bars = ax.bar(xs, v, width=width, label=s, color=f"C{i}")
+        for b, y in zip(bars, v):
+            ax.text(b.get_x() + b.get_width() / 2, y, f"{y:.2f}", ha="center", va="bottom", fontsize=7)
+        top, low = max([top] + v), min([low] + v)
+    for name, y in (lines or {}).items():
+        ax.axhline(y, ls="--", color="0.4", lw=1)
+        ax.text(-0.5, y, " " + name, ha="left", va="bottom", fontsize=8, color="0.3")
+        top = max(top, y)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(low * 1.2, top * 1.35 + 1e-9)
+    ax.legend(fontsize=8, loc="upper center")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _done(fig)
+
+
 def plot_runs(runs: dict[str, Sequence[dict]], keys: Sequence[str], labels: dict[str, str] | None = None,
               lines: dict[str, dict[str, float]] | None = None, log_keys: Sequence[str] = (),
               x: str = "step") -> Figure:

@@ -28,7 +28,7 @@ from ..config import PropagationConfig  # noqa: E402
 from ..data.vos_datasets import davis_palette, read_davis_sequence  # noqa: E402
 from ..vos.propagation import FrameSize  # noqa: E402
 from ..vos.segment import extract_features  # noqa: E402
-from .viz import overlay_labels  # noqa: E402
+from .viz import overlay_labels, plot_curves  # noqa: E402
 
 
 def _plain(text: str) -> str:
@@ -56,19 +56,11 @@ def _records(path: Path | None) -> list[dict]:
 
 
 def _curves(records: list[dict], keys: list[str], title: str, ylabel: str, baselines: dict[str, float] | None = None):
-    fig, ax = plt.subplots(figsize=(5.5, 3))
-    for k in keys:
-        pts = [(r["step"], r[k]) for r in records if k in r and "step" in r]
-        if pts:
-            ax.plot(*zip(*pts), marker="o" if len(pts) < 30 else None, label=k)
-    for name, v in (baselines or {}).items():
-        ax.axhline(v, ls="--", lw=1, color="grey")
-        ax.text(ax.get_xlim()[0], v, f" {name}", va="bottom", fontsize=8, color="grey")
-    ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
-    ax.set_title(_plain(title), fontsize=10)
-    ax.legend(fontsize=8)
-    return fig
+    """:func:`inolib.course.viz.plot_curves` with the report's conventions: "$" in titles shown as text, markers on
+    short curves."""
+    longest = max((sum(k in r and "step" in r for r in records) for k in keys), default=0)
+    return plot_curves(records, keys, title=_plain(title), ylabel=ylabel, marker="o" if longest < 30 else None,
+                       baselines=baselines)
 
 
 def _sequence_jf(result: dict) -> dict[str, float]:
